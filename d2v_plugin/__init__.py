@@ -1,0 +1,10 @@
+"""data2vec 2.0 as a fairseq plugin: ``--user-dir`` or ``import d2v_plugin`` registers the
+task, model and criterion (fairseq auto-imports only ``tasks/`` and ``models/`` of a user
+dir, so everything is imported here, in one visible place)."""
+from .checkpoint_safety import allow_fairseq_checkpoint_types
+
+allow_fairseq_checkpoint_types()
+
+from .criterions import data2vec as _criterion  # noqa: E402,F401
+from .models import data2vec2 as _model  # noqa: E402,F401
+from .tasks import pretraining as _task  # noqa: E402,F401

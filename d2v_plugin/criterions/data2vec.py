@@ -1,0 +1,55 @@
+"""Criterion: sums the model's per-element losses and logs the collapse monitors."""
+from typing import Dict, List
+
+import torch
+from fairseq import metrics
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import FairseqDataclass
+
+# Statistics the model computes once per forward; logged as their mean over forwards/workers.
+MEAN_STATS = ("target_var", "pred_var", "ema_decay", "masked_pct")
+
+
+@register_criterion("data2vec", dataclass=FairseqDataclass)
+class Data2VecCriterion(FairseqCriterion):
+    def forward(self, model, sample, reduce: bool = True):
+        result = model(**sample["net_input"])
+        sample_size = result["sample_size"]
+        loss = sum(term.float().sum() for term in result["losses"].values())
+        if not torch.isfinite(loss):
+            # fp16 overflow surfaces in the trainer's gradient check; here it means bad input.
+            ids = sample.get("id")
+            raise FloatingPointError(
+                f"non-finite data2vec loss ({float(loss)}) for sample ids "
+                f"{ids.tolist() if ids is not None else '?'}; check those utterances")
+        logging_output = {
+            "loss": loss.detach(),
+            "sample_size": sample_size.detach() if torch.is_tensor(sample_size) else sample_size,
+            "nsentences": sample["net_input"]["source"].size(0),
+            "ntokens": sample_size.detach() if torch.is_tensor(sample_size) else sample_size,
+            "nforwards": 1,
+        }
+        for key in MEAN_STATS:
+            if key in result:
+                value = result[key]
+                logging_output[key] = value.detach().float() if torch.is_tensor(value) else float(value)
+        return loss, sample_size, logging_output
+
+    @staticmethod
+    def reduce_metrics(logging_outputs: List[Dict]) -> None:
+        def total(key):
+            return sum(float(log.get(key, 0)) for log in logging_outputs)
+
+        sample_size = total("sample_size")
+        forwards = max(total("nforwards"), 1.0)
+        metrics.log_scalar("loss", total("loss") / max(sample_size, 1.0), sample_size, round=4)
+        metrics.log_scalar("sample_size", sample_size, round=0)
+        for key in MEAN_STATS:
+            if any(key in log for log in logging_outputs):
+                metrics.log_scalar(key, total(key) / forwards, round=6 if key == "ema_decay" else 4)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        # Every logged value is a sum (or divided by the summed forward count), which lets
+        # fairseq all-reduce them on CPU/gloo; the gather path needs CUDA.
+        return True

@@ -1,0 +1,136 @@
+"""Raw-audio dataset whose collater is the multi-mask batch expander.
+
+Masks are sampled here, inside the data-loader workers, with a generator seeded from
+(seed, epoch, sample ids): the training step samples nothing and a resumed run sees the
+same masks as an uninterrupted one.
+"""
+import logging
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+from fairseq.data import FairseqDataset, data_utils
+
+from ..masking import ConvSpec, feature_lengths, receptive_field, sample_block_mask, seeded_generator
+from .manifest import ManifestEntry, read_manifest
+
+logger = logging.getLogger(__name__)
+
+
+class AudioFileError(ValueError):
+    """An audio file that cannot be used, naming the file and its manifest line."""
+
+
+@dataclass
+class ExpanderConfig:
+    """How the collater masks each batch: M = clone_batch rows per sample."""
+
+    clone_batch: int
+    mask_prob: float
+    mask_length: int
+    mask_prob_adjust: float = 0.0
+    inverse_mask: bool = False
+
+
+def load_audio(entry: ManifestEntry, manifest: str, sample_rate: int) -> np.ndarray:
+    """Read one mono float32 waveform, or raise AudioFileError saying what is wrong."""
+    where = f"{entry.path} ({manifest}:{entry.line})"
+    try:
+        wav, sr = sf.read(entry.path, dtype="float32", always_2d=True)
+    except FileNotFoundError:
+        raise AudioFileError(f"{where}: file not found") from None
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioFileError(f"{where}: not a readable audio file ({e})") from None
+    if sr != sample_rate:
+        raise AudioFileError(f"{where}: sample rate {sr} Hz, expected {sample_rate} Hz "
+                             f"(resample, e.g. `sox in.wav -r {sample_rate} out.wav`)")
+    if wav.shape[1] != 1:
+        raise AudioFileError(f"{where}: {wav.shape[1]} channels, expected mono "
+                             f"(e.g. `sox in.wav -c 1 out.wav`)")
+    wav = wav[:, 0]
+    if not np.isfinite(wav).all():
+        raise AudioFileError(f"{where}: contains NaN or infinite samples")
+    return wav
+
+
+class AudioPretrainingDataset(FairseqDataset):
+    def __init__(self, manifest_path: str, conv_spec: ConvSpec, sample_rate: int = 16000,
+                 min_sample_size: int = 0, max_sample_size: Optional[int] = None,
+                 normalize: bool = True, expander: Optional[ExpanderConfig] = None,
+                 seed: int = 1, shuffle: bool = True):
+        super().__init__()
+        self.conv_spec = conv_spec
+        min_samples = max(min_sample_size, receptive_field(conv_spec))
+        self.manifest = read_manifest(manifest_path, min_samples=min_samples)
+        self.entries = self.manifest.entries
+        self.sample_rate = sample_rate
+        self.max_sample_size = max_sample_size or max(e.num_samples for e in self.entries)
+        self.normalize = normalize
+        self.expander = expander
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 1
+        self.sizes = np.array([min(e.num_samples, self.max_sample_size) for e in self.entries], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def can_reuse_epoch_itr_across_epochs(self) -> bool:
+        return False  # crops and masks depend on the epoch
+
+    def __getitem__(self, index: int) -> Dict:
+        entry = self.entries[index]
+        wav = load_audio(entry, self.manifest.path, self.sample_rate)
+        if len(wav) < receptive_field(self.conv_spec):
+            raise AudioFileError(f"{entry.path} ({self.manifest.path}:{entry.line}): {len(wav)} samples, "
+                                 f"shorter than the feature encoder's receptive field "
+                                 f"({receptive_field(self.conv_spec)}); the manifest says {entry.num_samples}")
+        source = torch.from_numpy(wav)
+        if self.normalize:  # per utterance; the eps keeps all-zero audio at zero, not NaN
+            source = F.layer_norm(source, source.shape)
+        return {"id": index, "source": source}
+
+    def num_tokens(self, index: int) -> int:
+        return int(self.sizes[index])
+
+    def size(self, index: int) -> int:
+        return int(self.sizes[index])
+
+    def ordered_indices(self) -> np.ndarray:
+        if self.shuffle:
+            with data_utils.numpy_seed(self.seed, self.epoch):
+                order = [np.random.permutation(len(self))]
+        else:
+            order = [np.arange(len(self))]
+        order.append(self.sizes)
+        return np.lexsort(order)[::-1]
+
+    def collater(self, samples: List[Dict]) -> Dict:
+        samples = [s for s in samples if s["source"] is not None]
+        if not samples:
+            return {}
+        ids = [s["id"] for s in samples]
+        # Crop every utterance to the batch's shortest (capped at max_sample_size): no
+        # padding, so no masked padding frames and no padding in the target statistics.
+        length = min(min(len(s["source"]) for s in samples), self.max_sample_size)
+        gen = seeded_generator(self.seed, self.epoch, *ids)
+        sources = []
+        for s in samples:
+            excess = len(s["source"]) - length
+            start = int(torch.randint(excess + 1, (1,), generator=gen)) if excess > 0 else 0
+            sources.append(s["source"][start:start + length])
+        batch = {"id": torch.LongTensor(ids), "net_input": {"source": torch.stack(sources)}}
+        if self.expander is not None:
+            e = self.expander
+            frames = int(feature_lengths(length, self.conv_spec))
+            batch["net_input"]["precomputed_mask"] = sample_block_mask(
+                len(samples) * e.clone_batch, frames, e.mask_prob, e.mask_length,
+                e.mask_prob_adjust, e.inverse_mask, generator=gen)
+        return batch

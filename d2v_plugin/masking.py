@@ -1,0 +1,137 @@
+"""Mask sampling for the multi-mask batch expander.
+
+Pure, vectorised functions (no Python loop over rows) so they are cheap enough to run
+inside data-loader workers for every batch. ``True`` in a mask means *masked* (hidden
+from the student, regressed by the decoder).
+"""
+from __future__ import annotations
+
+import ast
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+
+ConvSpec = List[Tuple[int, int, int]]
+
+
+class MaskInfo(NamedTuple):
+    """Where each student row keeps and drops frames.
+
+    mask:        (R, T) bool, True = masked.
+    ids_keep:    (R, K) long, positions of the kept frames in increasing order.
+    ids_restore: (R, T) long, for each position its index in ``cat([kept, masked])``;
+                 gathering with it puts kept tokens and mask tokens back in place.
+    """
+
+    mask: torch.Tensor
+    ids_keep: torch.Tensor
+    ids_restore: torch.Tensor
+
+
+def parse_conv_spec(spec: str) -> ConvSpec:
+    """Parse a feature-encoder spec such as ``"[(512, 10, 5)] + [(512, 3, 2)] * 4"``.
+
+    The reference configs write the spec as a Python expression; we evaluate only list /
+    tuple / integer literals combined with ``+`` and ``*`` so a config can't run code.
+    """
+    allowed = (ast.Expression, ast.List, ast.Tuple, ast.Constant, ast.BinOp, ast.Add,
+               ast.Mult, ast.Load)
+    tree = ast.parse(spec, mode="eval")
+    for node in ast.walk(tree):
+        if not isinstance(node, allowed):
+            raise ValueError(f"feature_encoder_spec may only hold lists of (dim, kernel, stride) "
+                             f"tuples joined by + and *, got {spec!r}")
+    layers = eval(compile(tree, "<feature_encoder_spec>", "eval"), {"__builtins__": {}})
+    if not layers or any(len(layer) != 3 for layer in layers):
+        raise ValueError(f"feature_encoder_spec must be a non-empty list of (dim, kernel, stride): {spec!r}")
+    return [tuple(int(v) for v in layer) for layer in layers]
+
+
+def receptive_field(conv_spec: ConvSpec) -> int:
+    """Number of input samples the feature encoder needs to emit one frame."""
+    field, jump = 1, 1
+    for _, kernel, stride in conv_spec:
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
+
+
+def feature_lengths(num_samples: torch.Tensor | int, conv_spec: ConvSpec):
+    """Frames produced by the conv feature encoder for ``num_samples`` input samples."""
+    lengths = torch.as_tensor(num_samples, dtype=torch.long)
+    for _, kernel, stride in conv_spec:
+        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+    return lengths.clamp_min(0)
+
+
+def sample_block_mask(
+    num_rows: int,
+    length: int,
+    mask_prob: float,
+    mask_length: int,
+    mask_prob_adjust: float = 0.0,
+    inverse: bool = False,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Sample a (num_rows, length) bool mask in which every row masks the same count.
+
+    Span masking (``inverse=False``): about ``length * (mask_prob + adjust) / mask_length``
+    span centres are drawn without replacement and grown to ``mask_length`` frames.
+    Inverse block masking (``inverse=True``) draws blocks to *keep* the same way, with
+    ``1 - mask_prob`` in place of ``mask_prob``, and masks the rest. Blocks may overlap,
+    which is why ``mask_prob_adjust`` exists. Finally each row is fixed to exactly
+    ``int(length * p)`` selected frames (p the selected fraction) by dropping random
+    surplus frames or adding random extra ones, so all student rows have equal length.
+    """
+    chosen_prob = 1.0 - mask_prob if inverse else mask_prob
+    num_starts = int(length * (chosen_prob + mask_prob_adjust) / mask_length)
+    num_starts = max(0, min(length, num_starts))
+    chosen = torch.zeros(num_rows, length, dtype=torch.bool)
+    if num_starts > 0:
+        starts = torch.rand(num_rows, length, generator=generator).topk(num_starts, dim=1).indices
+        offsets = torch.arange(mask_length) - mask_length // 2
+        positions = (starts.unsqueeze(-1) + offsets).clamp_(0, length - 1).flatten(1)
+        chosen.scatter_(1, positions, True)
+
+    target = int(length * chosen_prob)
+    # Rank frames: chosen ones first (random order among them), then the rest; take the top
+    # `target`. This trims surplus and fills shortfall in one vectorised step.
+    score = torch.rand(num_rows, length, generator=generator) + chosen.float()
+    fixed = torch.zeros(num_rows, length, dtype=torch.bool)
+    if target > 0:
+        fixed.scatter_(1, score.topk(target, dim=1).indices, True)
+    return ~fixed if inverse else fixed
+
+
+def mask_info_from_mask(mask: torch.Tensor) -> MaskInfo:
+    """Index tensors for dropping masked frames and putting them back (see MaskInfo)."""
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be (rows, frames), got shape {tuple(mask.shape)}")
+    counts = mask.sum(dim=1)
+    if mask.size(0) > 0 and bool((counts != counts[0]).any()):
+        raise ValueError(f"every mask row must mask the same number of frames, got counts "
+                         f"{counts.tolist()}")
+    num_keep = mask.size(1) - int(counts[0]) if mask.size(0) > 0 else mask.size(1)
+    ids_shuffle = mask.to(torch.uint8).argsort(dim=1, stable=True)  # kept first, in order
+    ids_restore = ids_shuffle.argsort(dim=1, stable=True)
+    return MaskInfo(mask=mask, ids_keep=ids_shuffle[:, :num_keep], ids_restore=ids_restore)
+
+
+def sample_channel_mask(batch: int, channels: int, mask_prob: float, mask_length: int,
+                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(batch, channels) bool mask of channel spans, used during fine-tuning."""
+    num_starts = int(round(channels * mask_prob / mask_length))
+    mask = torch.zeros(batch, channels, dtype=torch.bool)
+    if num_starts <= 0:
+        return mask
+    starts = torch.rand(batch, channels, generator=generator).topk(num_starts, dim=1).indices
+    positions = (starts.unsqueeze(-1) + torch.arange(mask_length)).clamp_(0, channels - 1)
+    return mask.scatter_(1, positions.flatten(1), True)
+
+
+def seeded_generator(*numbers: int) -> torch.Generator:
+    """A CPU generator seeded from integers (seed, epoch, sample ids...) reproducibly."""
+    value = 0x9E3779B97F4A7C15
+    for n in numbers:
+        value = (value * 6364136223846793005 + int(n) + 1442695040888963407) % (1 << 63)
+    return torch.Generator().manual_seed(value)

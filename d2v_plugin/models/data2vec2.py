@@ -1,0 +1,267 @@
+"""data2vec 2.0 (and the data2vec 1.0 recipe as a configuration of it).
+
+forward = encode local features -> expand & mask -> student -> decoder; teacher -> targets.
+Registered under the reference implementation's name ``data2vec_multi`` so that its
+checkpoints load as they are and fairseq's ``wav2vec_ctc`` fine-tunes ours the same way.
+"""
+import logging
+import math
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from fairseq.models import BaseFairseqModel, register_model
+from fairseq.modules.transformer_sentence_encoder import init_bert_params
+
+from ..masking import MaskInfo, mask_info_from_mask, sample_block_mask
+from .audio_encoder import AudioEncoder, Contextualized, LayerMasks, make_block
+from .config import Data2Vec2Config
+from .ema import EMATeacher, ema_decay_at
+from .targets import average_top_k
+
+logger = logging.getLogger(__name__)
+
+MODALITY_ENCODERS = {"AUDIO": AudioEncoder}
+
+
+class RepresentationCollapse(RuntimeError):
+    """Raised when the teacher targets or the predictions lose their variance."""
+
+
+def batch_std(y: torch.Tensor) -> torch.Tensor:
+    """Mean over channels of the std across all positions, all-reduced over workers.
+
+    One all-reduce of (count, sum, sum of squares) on the tensor's own device, so it works
+    with gloo on CPU as well as NCCL on GPU.
+    """
+    y = y.reshape(-1, y.size(-1)).float()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        stats = torch.cat([y.new_full((1,), y.size(0)), y.sum(0), (y * y).sum(0)])
+        dist.all_reduce(stats)
+        n, total, total_sq = stats[0], stats[1:1 + y.size(1)], stats[1 + y.size(1):]
+        var = total_sq / (n - 1) - total * total / (n * (n - 1))
+    else:
+        var = y.var(dim=0)
+    return torch.sqrt(var + 1e-6).mean()
+
+
+@register_model("data2vec_multi", dataclass=Data2Vec2Config)
+class Data2Vec2Model(BaseFairseqModel):
+    def __init__(self, cfg: Data2Vec2Config, skip_ema: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.modality = cfg.supported_modality.upper()
+        if self.modality not in MODALITY_ENCODERS:
+            raise ValueError(f"supported_modality={cfg.supported_modality!r}: this build knows "
+                             f"{sorted(MODALITY_ENCODERS)}")
+        modality_cfg = getattr(cfg.modalities, self.modality.lower())
+        self.modality_encoders = nn.ModuleDict(
+            {self.modality: MODALITY_ENCODERS[self.modality](modality_cfg, cfg)})
+        rates = np.linspace(cfg.start_drop_path_rate, cfg.end_drop_path_rate, cfg.depth)
+        self.blocks = nn.ModuleList([make_block(cfg, float(r)) for r in rates])
+        self.norm = (nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_affine)
+                     if cfg.layer_norm_first else None)
+        self.dropout_input = nn.Dropout(cfg.dropout_input) if cfg.dropout_input > 0 else None
+        self.apply(init_bert_params)
+        for encoder in self.modality_encoders.values():
+            encoder.reset_parameters()
+        self.num_updates = 0
+        self.teacher: Optional[EMATeacher] = None
+        if not skip_ema:
+            self.teacher = EMATeacher(self, drop=self._parts_not_in_teacher())
+            self.teacher.decay = cfg.ema_decay
+
+    @classmethod
+    def build_model(cls, cfg: Data2Vec2Config, task=None):
+        return cls(cfg)
+
+    def _parts_not_in_teacher(self) -> List[str]:
+        parts = []
+        for name, encoder in self.modality_encoders.items():
+            parts.append(f"modality_encoders.{name}.decoder")
+            if not encoder.cfg.ema_local_encoder:
+                parts += [f"modality_encoders.{name}.local_encoder", f"modality_encoders.{name}.project_features"]
+            if encoder.mask_emb is not None:
+                parts.append(f"modality_encoders.{name}.mask_emb")
+        return parts
+
+    # ---- training schedule -------------------------------------------------------------
+    def set_num_updates(self, num_updates: int) -> None:
+        """Called by fairseq before each update's forward: catch the teacher up.
+
+        The teacher remembers the update it last caught up with (saved in checkpoints), so
+        after a resume it applies exactly the steps an uninterrupted run would have.
+        """
+        super().set_num_updates(num_updates)
+        teacher = self.teacher
+        if teacher is not None and self.training and num_updates > teacher.num_updates:
+            decay = ema_decay_at(num_updates, self.cfg.ema_decay, self.cfg.ema_end_decay,
+                                 self.cfg.ema_anneal_end_step)
+            if teacher.num_updates > 0 or num_updates == 1:
+                if decay < 1.0:
+                    teacher.step(self, decay)
+            teacher.decay = decay
+            teacher.num_updates = num_updates
+        self.num_updates = num_updates
+
+    # ---- forward -----------------------------------------------------------------------
+    def forward(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
+                mask: bool = True, features_only: bool = False,
+                precomputed_mask: Optional[torch.Tensor] = None, mode: Optional[str] = None,
+                remove_extra_tokens: bool = True, **unused) -> Dict:
+        if features_only:
+            return self.extract_features(source, padding_mask, mask=mask, mode=mode,
+                                         remove_extra_tokens=remove_extra_tokens)
+        encoder = self.modality_encoders[(mode or self.modality).upper()]
+        clones = self.cfg.clone_batch
+        local = encoder.local_features(source)                                 # (B, T, D)
+        B, T, _ = local.shape
+        frame_padding = encoder.frame_padding_mask(padding_mask, T)            # (B, T) | None
+        mask_info = self._student_masks(encoder, precomputed_mask, B * clones, T, local.device)
+        student_in = encoder.contextualize(
+            _repeat(local, clones), _repeat(frame_padding, clones), mask_info,
+            remove_masked=not self.cfg.encode_masked)
+        x, _ = self._run_blocks(self.blocks, student_in, collect=False)        # (B*M, K, D)
+        prediction = encoder.decode(x, mask_info)                              # (B*M, T, D)
+        targets = self.teacher_targets(local, frame_padding, mode)             # (B, T, D)
+        return self._regression(prediction, targets, mask_info, encoder)
+
+    def extract_features(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
+                         mask: bool = False, mode: Optional[str] = None,
+                         remove_extra_tokens: bool = True, **unused) -> Dict:
+        """wav2vec 2.0-style features: {"x": (B, T, D), "padding_mask": (B, T) | None,
+        "layer_results": per-block target candidates (B, T, D)}; ``mask=True`` applies
+        fine-tuning-style masking (masked frames replaced, none dropped)."""
+        encoder = self.modality_encoders[(mode or self.modality).upper()]
+        local = encoder.local_features(source)
+        B, T, _ = local.shape
+        frame_padding = encoder.frame_padding_mask(padding_mask, T)
+        mask_info = None
+        if mask:
+            mask_info = mask_info_from_mask(self._sample_masks(encoder, B, T).to(local.device))
+        ctx = encoder.contextualize(local, frame_padding, mask_info, remove_masked=False)
+        x, layer_results = self._run_blocks(self.blocks, ctx, collect=True)
+        return {"x": x, "padding_mask": frame_padding, "layer_results": layer_results,
+                "mask": mask_info}
+
+    @torch.no_grad()
+    def teacher_targets(self, local: torch.Tensor, frame_padding: Optional[torch.Tensor],
+                        mode: Optional[str] = None) -> torch.Tensor:
+        """The teacher encodes each unmasked sample once: top-K averaged targets (B, T, D)."""
+        if self.teacher is None:
+            raise RuntimeError("this model has no teacher (remove_pretraining_modules was called)")
+        teacher = self.teacher.model
+        if next(teacher.parameters()).device != local.device:
+            self.teacher.to(local.device)
+        teacher.eval()
+        encoder = teacher.modality_encoders[(mode or self.modality).upper()]
+        ctx = encoder.contextualize(local.detach().float(), frame_padding, None, remove_masked=False)
+        _, layer_results = self._run_blocks(teacher.blocks, ctx, collect=True, training=False)
+        cfg = self.cfg
+        return average_top_k(layer_results, cfg.average_top_k_layers, cfg.instance_norm_target_layer,
+                             cfg.layer_norm_target_layer, cfg.layer_norm_targets, cfg.instance_norm_targets)
+
+    def _run_blocks(self, blocks: nn.ModuleList, ctx: Contextualized, collect: bool,
+                    training: Optional[bool] = None):
+        training = self.training if training is None else training
+        x = ctx.x
+        if self.dropout_input is not None:
+            x = self.dropout_input(x)
+        masks = LayerMasks(ctx.alibi_bias, ctx.alibi_scale, ctx.padding_mask, x.dtype)
+        layer_results = []
+        for i, block in enumerate(blocks):
+            if training and self.cfg.layerdrop > 0 and float(torch.rand(())) < self.cfg.layerdrop:
+                continue
+            x, target = block(x, masks(i))
+            if collect:
+                layer_results.append(target)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x, layer_results
+
+    def _sample_masks(self, encoder: AudioEncoder, rows: int, frames: int) -> torch.Tensor:
+        c = encoder.cfg
+        return sample_block_mask(rows, frames, c.mask_prob, c.mask_length, c.mask_prob_adjust, c.inverse_mask)
+
+    def _student_masks(self, encoder, precomputed_mask, rows: int, frames: int, device) -> MaskInfo:
+        if precomputed_mask is None:
+            precomputed_mask = self._sample_masks(encoder, rows, frames)
+        elif tuple(precomputed_mask.shape) != (rows, frames):
+            raise ValueError(f"precomputed_mask has shape {tuple(precomputed_mask.shape)}, expected "
+                             f"(batch * clone_batch, frames) = ({rows}, {frames}); does the task's "
+                             f"clone_batch match model.clone_batch?")
+        return mask_info_from_mask(precomputed_mask.to(device=device, dtype=torch.bool))
+
+    def _regression(self, prediction: torch.Tensor, targets: torch.Tensor, mask_info: MaskInfo,
+                    encoder) -> Dict:
+        rows, frames = mask_info.mask.nonzero(as_tuple=True)            # masked positions, row-major
+        x = prediction[rows, frames].float()                             # (N, D)
+        y = targets[torch.div(rows, self.cfg.clone_batch, rounding_mode="floor"), frames]  # (N, D)
+        if self.cfg.loss_beta == 0:
+            loss = F.mse_loss(x, y, reduction="none")
+        else:
+            loss = F.smooth_l1_loss(x, y, reduction="none", beta=self.cfg.loss_beta)
+        scale = self.cfg.loss_scale if self.cfg.loss_scale is not None else 1 / math.sqrt(x.size(-1))
+        result = {
+            "losses": {f"{self.modality}_regression": loss * scale * self.cfg.d2v_loss},
+            "sample_size": torch.tensor(float(x.size(0)), device=x.device),
+        }
+        with torch.no_grad():
+            result["masked_pct"] = 1 - mask_info.ids_keep.size(1) / mask_info.mask.size(1)
+            result["pred_var"] = batch_std(x)
+            result["target_var"] = batch_std(y)
+            result["ema_decay"] = self.teacher.decay if self.teacher is not None else 0.0
+            self._check_collapse(result["target_var"], result["pred_var"])
+        return result
+
+    def _check_collapse(self, target_var: torch.Tensor, pred_var: torch.Tensor) -> None:
+        if self.num_updates <= self.cfg.collapse_check_after:
+            return
+        t, p = float(target_var), float(pred_var)
+        if t < self.cfg.min_target_var or p < self.cfg.min_pred_var:
+            raise RepresentationCollapse(
+                f"representation collapse at update {self.num_updates}: target_var={t:.4f} "
+                f"(min {self.cfg.min_target_var}), pred_var={p:.4f} (min {self.cfg.min_pred_var}). "
+                f"Try a lower learning rate, a higher model.ema_decay, or check the data for silence.")
+
+    # ---- checkpoints and fine-tuning ---------------------------------------------------
+    def remove_pretraining_modules(self, modality: Optional[str] = None, keep_decoder: bool = False):
+        """Drop the teacher and decoders for fine-tuning (fairseq's wav2vec_ctc calls this)."""
+        self.teacher = None
+        self.cfg.clone_batch = 1
+        for name in list(self.modality_encoders.keys()):
+            if modality is not None and name.lower() != modality.lower():
+                del self.modality_encoders[name]
+            elif not keep_decoder:
+                self.modality_encoders[name].decoder = None
+
+    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
+        state = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        if self.teacher is not None:
+            state[prefix + "_ema"] = self.teacher.state_dict()
+            state[prefix + "_ema_num_updates"] = torch.tensor(self.teacher.num_updates)
+        return state
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        ema = state_dict.pop(prefix + "_ema", None)
+        ema_updates = state_dict.pop(prefix + "_ema_num_updates", None)
+        if self.teacher is not None and ema is not None:
+            self.teacher.load_state_dict(ema)
+            # Reference checkpoints don't record it: assume the teacher is one step behind the
+            # update count, as the reference's schedule leaves it.
+            self.teacher.num_updates = int(ema_updates) if ema_updates is not None else 0
+        for name, encoder in self.modality_encoders.items():
+            if encoder.decoder is None:  # fine-tuning: ignore the pretraining decoder's weights
+                for key in [k for k in state_dict if k.startswith(f"{prefix}modality_encoders.{name}.decoder.")]:
+                    del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _repeat(t: Optional[torch.Tensor], times: int) -> Optional[torch.Tensor]:
+    """The multi-mask expander's copy: row b of the input becomes rows b*M .. b*M+M-1."""
+    if t is None or times == 1:
+        return t
+    return t.repeat_interleave(times, dim=0)

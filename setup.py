@@ -1,0 +1,25 @@
+"""d2v_plugin: data2vec 2.0 self-supervised learning as a fairseq plugin."""
+from setuptools import find_packages, setup
+
+setup(
+    name="d2v_plugin",
+    version="0.1.0",
+    description="data2vec 2.0 pretraining and fine-tuning as a fairseq plugin (--user-dir)",
+    packages=find_packages(include=["d2v_plugin", "d2v_plugin.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # CPU build from local disk here; an unpinned torch would pull a multi-GB CUDA build.
+        "torch==2.13.0",
+        # fairseq's main branch repackaged with the Python 3.11 dataclass fix, prebuilt cp311
+        # wheel (fairseq==0.12.2 does not install on 3.11). See README "Installation".
+        "ve-fairseq==0.12.3",
+        "omegaconf>=2.1",
+        "soundfile>=0.12",
+        "sentencepiece>=0.1.99",
+        "numpy>=1.24",
+        "editdistance>=0.6",   # WER/CER for ASR evaluation
+        "tensorboardX>=2.6",   # fairseq's --tensorboard-logdir
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": []},
+)
