@@ -5,6 +5,7 @@ Masks are sampled here, inside the data-loader workers, with a generator seeded 
 same masks as an uninterrupted one.
 """
 import logging
+import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -38,6 +39,8 @@ class ExpanderConfig:
 def load_audio(entry: ManifestEntry, manifest: str, sample_rate: int) -> np.ndarray:
     """Read one mono float32 waveform, or raise AudioFileError saying what is wrong."""
     where = f"{entry.path} ({manifest}:{entry.line})"
+    if not os.path.exists(entry.path):  # libsndfile reports a missing file only as "System error"
+        raise AudioFileError(f"{where}: file not found")
     try:
         wav, sr = sf.read(entry.path, dtype="float32", always_2d=True)
     except FileNotFoundError:

@@ -250,9 +250,11 @@ class Data2Vec2Model(BaseFairseqModel):
         ema_updates = state_dict.pop(prefix + "_ema_num_updates", None)
         if self.teacher is not None and ema is not None:
             self.teacher.load_state_dict(ema)
-            # Reference checkpoints don't record it: assume the teacher is one step behind the
-            # update count, as the reference's schedule leaves it.
-            self.teacher.num_updates = int(ema_updates) if ema_updates is not None else 0
+            # Reference checkpoints don't record it: the teacher catches up at the start of
+            # each update, so a saved teacher is one step behind the update count (fairseq
+            # calls set_num_updates before load_state_dict).
+            self.teacher.num_updates = (int(ema_updates) if ema_updates is not None
+                                        else max(self.num_updates - 1, 0))
         for name, encoder in self.modality_encoders.items():
             if encoder.decoder is None:  # fine-tuning: ignore the pretraining decoder's weights
                 for key in [k for k in state_dict if k.startswith(f"{prefix}modality_encoders.{name}.decoder.")]:

@@ -2,6 +2,7 @@
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
@@ -21,19 +22,24 @@ class Data2VecPretrainingConfig(FairseqDataclass):
     normalize: bool = field(default=True, metadata={"help": "zero mean, unit variance per utterance"})
     min_sample_size: int = field(default=32000, metadata={"help": "skip (count, warn) shorter utterances"})
     max_sample_size: int = field(default=320000, metadata={"help": "random crop to at most this many samples"})
-    # The expander's masking: linked to the model's values so they can't disagree.
-    clone_batch: int = II("model.clone_batch")
-    mask_prob: float = II("model.modalities.audio.mask_prob")
-    mask_length: int = II("model.modalities.audio.mask_length")
-    mask_prob_adjust: float = II("model.modalities.audio.mask_prob_adjust")
-    inverse_mask: bool = II("model.modalities.audio.inverse_mask")
-    feature_encoder_spec: str = II("model.modalities.audio.feature_encoder_spec")
     seed: int = II("common.seed")
 
 
 @register_task("data2vec_pretraining", dataclass=Data2VecPretrainingConfig)
 class Data2VecPretrainingTask(FairseqTask):
+    """Builds datasets whose collater is the multi-mask batch expander.
+
+    The expander's settings (clone_batch, mask_prob, mask_length, ...) are read from the
+    model config when the model is built -- fairseq builds the model before it loads any
+    dataset -- so the model config is their single source of truth.
+    """
+
     cfg: Data2VecPretrainingConfig
+
+    def __init__(self, cfg: Data2VecPretrainingConfig):
+        super().__init__(cfg)
+        self.expander: Optional[ExpanderConfig] = None
+        self.conv_spec = None
 
     @classmethod
     def setup_task(cls, cfg: Data2VecPretrainingConfig, **kwargs):
@@ -41,21 +47,22 @@ class Data2VecPretrainingTask(FairseqTask):
 
     def load_dataset(self, split: str, **kwargs) -> None:
         cfg = self.cfg
-        expander = ExpanderConfig(cfg.clone_batch, cfg.mask_prob, cfg.mask_length,
-                                  cfg.mask_prob_adjust, cfg.inverse_mask)
+        if self.conv_spec is None:
+            raise RuntimeError("build the model before loading datasets: the batch expander "
+                               "takes its masking settings from the model config")
         self.datasets[split] = AudioPretrainingDataset(
-            os.path.join(cfg.data, f"{split}.tsv"), parse_conv_spec(cfg.feature_encoder_spec),
+            os.path.join(cfg.data, f"{split}.tsv"), self.conv_spec,
             sample_rate=cfg.sample_rate, min_sample_size=cfg.min_sample_size,
-            max_sample_size=cfg.max_sample_size, normalize=cfg.normalize, expander=expander,
+            max_sample_size=cfg.max_sample_size, normalize=cfg.normalize, expander=self.expander,
             seed=cfg.seed)
         logger.info(f"{split}: {len(self.datasets[split])} utterances")
 
     def build_model(self, model_cfg, from_checkpoint: bool = False):
         model = super().build_model(model_cfg, from_checkpoint)
-        if getattr(model, "cfg", None) is not None and hasattr(model.cfg, "clone_batch"):
-            if model.cfg.clone_batch != self.cfg.clone_batch:
-                raise ValueError(f"task.clone_batch={self.cfg.clone_batch} but "
-                                 f"model.clone_batch={model.cfg.clone_batch}")
+        audio = model.cfg.modalities.audio
+        self.conv_spec = parse_conv_spec(audio.feature_encoder_spec)
+        self.expander = ExpanderConfig(model.cfg.clone_batch, audio.mask_prob, audio.mask_length,
+                                       audio.mask_prob_adjust, audio.inverse_mask)
         return model
 
     @property

@@ -1,0 +1,748 @@
+#!/usr/bin/env python3
+"""CPU pretraining throughput of data2vec 2.0 vs the data2vec 1.0 recipe (d2v_plugin).
+
+For every config the training step is built the way fairseq builds it -- the yaml's
+``model`` / ``task`` / ``optimizer`` sections composed with OmegaConf, ``setup_task`` ->
+``task.build_model`` -> ``task.build_criterion`` -> ``optim.build_optimizer`` -- and batches
+come from the real corpus through the task's dataset, fairseq's batch iterator and the
+dataset's collater (audio loading, cropping and the M = clone_batch mask sampling are all
+inside the timed step, as with ``dataset.num_workers=0``). One timed update is::
+
+    next(batch iterator)                      # load + crop + collate + mask sampling
+    optimizer.zero_grad()
+    task.train_step(...)                      # model.set_num_updates(i) (EMA teacher step),
+                                              # criterion forward, backward
+    optimizer.multiply_grads(1 / sample_size) # as fairseq's Trainer does
+    optimizer.clip_grad_norm(clip_norm=0)     # the Trainer computes the grad norm every step
+    task.optimizer_step(...)                  # fairseq's Adam
+
+Each config runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its own.
+A second kind of subprocess (``--breakdown``) profiles the tiny data2vec 2.0 step with
+torch.profiler and attributes forward *and* backward time to the model's parts.
+
+Usage (from the repository root)::
+
+    python benchmarks/pretraining_throughput.py --out benchmarks/results.md
+
+See benchmarks/README.md for the measured numbers and how to read them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIGS = ["tiny_audio", "tiny_audio_d2v1", "base_audio", "base_audio_d2v1"]
+# Reduced batches for 2 CPU cores: the base yamls ask for 1.0M samples (62.5 s of audio)
+# per GPU, which takes minutes per update here. Keys match config names by prefix.
+DEFAULT_MAX_TOKENS = "tiny=160000,base=160000"
+DEFAULT_STEPS = "tiny=20,base=3"
+DEFAULT_WARMUP = "tiny=3,base=1"
+
+
+# --------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------
+def per_config(spec: str, name: str, what: str) -> int:
+    """``"20"`` -> 20 for every config; ``"tiny=20,base=3"`` -> the value of the longest
+    key that prefixes ``name`` (``tiny_audio_d2v1=5`` beats ``tiny=20``)."""
+    spec = str(spec).strip()
+    if "=" not in spec:
+        return int(spec)
+    best = None
+    for part in spec.split(","):
+        key, _, value = part.partition("=")
+        key = key.strip()
+        if name.startswith(key) and (best is None or len(key) > len(best[0])):
+            best = (key, int(value))
+    if best is None:
+        raise SystemExit(f"--{what} {spec!r} has no entry for config {name!r}")
+    return best[1]
+
+
+def rss_mib() -> float:
+    """Current resident set size (VmRSS) of this process, MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process, MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def resolve_config(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path.resolve()
+    path = REPO / "config" / "pretraining" / f"{name}.yaml"
+    if not path.exists():
+        raise SystemExit(f"no config {name!r} (looked for {path})")
+    return path
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+# --------------------------------------------------------------------------------------
+# the worker: one config, one process
+# --------------------------------------------------------------------------------------
+def build(config_path: Path, data: str, max_tokens: int, threads: int, seed: Optional[int]):
+    """Task, model, criterion, optimizer and an endless batch stream, as fairseq builds them."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from fairseq import optim, tasks
+    from omegaconf import OmegaConf
+
+    import d2v_plugin  # noqa: F401  (registers task, model, criterion)
+
+    yaml = OmegaConf.load(config_path)
+    seed = int(yaml.common.seed if seed is None else seed)
+    # Only the sections the training step needs; ``common``/``optimization`` carry the two
+    # values the registered dataclasses interpolate (common.seed, optimization.lr, common.tpu).
+    root = OmegaConf.create({
+        "common": {"seed": seed, "tpu": False, "cpu": True},
+        "optimization": {"lr": OmegaConf.to_container(yaml.optimization.lr)},
+        "task": OmegaConf.to_container(yaml.task),
+        "model": OmegaConf.to_container(yaml.model),
+        "optimizer": OmegaConf.to_container(yaml.optimizer),
+        "criterion": OmegaConf.to_container(yaml.criterion),
+    })
+    root.task.data = data
+
+    torch.manual_seed(seed)
+    task = tasks.setup_task(root.task)                 # merge_with_parent(registered dataclass)
+    model = task.build_model(root.model)               # merge_with_parent inside fairseq
+    criterion = task.build_criterion(root.criterion)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = optim.build_optimizer(root.optimizer, params)
+
+    task.load_dataset("train")
+    dataset = task.dataset("train")
+    longest = int(dataset.sizes.max())
+    if max_tokens < longest:
+        raise SystemExit(f"{config_path.stem}: --max-tokens {max_tokens} is smaller than the longest "
+                         f"(cropped) utterance, {longest} samples: fairseq cannot batch it")
+
+    def batches():
+        epoch = 1
+        while True:
+            itr = task.get_batch_iterator(
+                dataset, max_tokens=max_tokens, max_sentences=None, max_positions=None,
+                ignore_invalid_inputs=True, required_batch_size_multiple=1, seed=seed,
+                num_shards=1, shard_id=0, num_workers=0, epoch=epoch,
+            ).next_epoch_itr(shuffle=True)
+            yield from itr
+            epoch += 1
+
+    info = {
+        "params_student": sum(p.numel() for p in params),
+        "params_teacher": sum(p.numel() for p in model.teacher.model.parameters()) if model.teacher else 0,
+        "clone_batch": int(model.cfg.clone_batch),
+        "encode_masked": bool(model.cfg.encode_masked),
+        "decoder_layers": int(model.cfg.modalities.audio.decoder.decoder_layers),
+        "loss": "mse" if model.cfg.loss_beta == 0 else f"smooth_l1(beta={model.cfg.loss_beta})",
+        "mask_prob": float(model.cfg.modalities.audio.mask_prob),
+        "mask_length": int(model.cfg.modalities.audio.mask_length),
+        "yaml_max_tokens": int(yaml.dataset.max_tokens),
+        "max_tokens": int(max_tokens),
+        "utterances": len(dataset),
+        "sample_rate": int(root.task.get("sample_rate", 16000)),
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+    }
+    return task, model, criterion, optimizer, batches(), info
+
+
+def train_step(task, model, criterion, optimizer, sample, update_num: int):
+    """The core of fairseq's Trainer.train_step for one batch (update_freq 1, fp32, 1 worker)."""
+    import torch
+
+    torch.manual_seed(update_num)  # the Trainer reseeds every update (seed + num_updates)
+    optimizer.zero_grad()
+    loss, sample_size, logging_output = task.train_step(
+        sample, model, criterion, optimizer, update_num=update_num)
+    optimizer.multiply_grads(1.0 / float(sample_size or 1.0))
+    grad_norm = optimizer.clip_grad_norm(0.0)
+    if not torch.isfinite(grad_norm):
+        raise FloatingPointError(f"non-finite gradient norm at update {update_num}")
+    task.optimizer_step(optimizer, model=model, update_num=update_num)
+    return float(loss), logging_output
+
+
+def batch_stats(sample, model, sample_rate: int) -> Dict[str, float]:
+    source = sample["net_input"]["source"]
+    mask = sample["net_input"].get("precomputed_mask")
+    batch, samples = source.shape
+    rows = batch * model.cfg.clone_batch
+    frames = int(mask.size(1)) if mask is not None else 0
+    masked = int(mask[0].sum()) if mask is not None else 0
+    return {"batch": batch, "audio_s": batch * samples / sample_rate, "rows": rows,
+            "frames": frames, "kept": frames - masked}
+
+
+def run_throughput(args, send, receive) -> None:
+    """Build once, then obey the driver: ``run K`` -> K timed updates, ``finish`` -> summary.
+
+    The driver alternates the configs of one size update by update, so both see the same
+    background load (this machine is shared) and the same batches in the same order.
+    """
+    rss_python = rss_mib()
+    import torch  # noqa: F401
+    import fairseq  # noqa: F401
+    import d2v_plugin  # noqa: F401
+    rss_import = rss_mib()
+    path = resolve_config(args.worker)
+    task, model, criterion, optimizer, stream, info = build(
+        path, args.data, args.max_tokens_n, args.threads, args.seed)
+    info.update(config=path.stem, rss_python_mib=rss_python, rss_import_mib=rss_import,
+                rss_after_build_mib=rss_mib())
+    send(info)
+    update = 0
+    while True:
+        command = receive()
+        if command["cmd"] == "run":
+            records = []
+            for _ in range(command["updates"]):
+                t0 = time.perf_counter()
+                sample = next(stream)
+                t1 = time.perf_counter()
+                loss, _ = train_step(task, model, criterion, optimizer, sample, update_num=update)
+                t2 = time.perf_counter()
+                rec = batch_stats(sample, model, info["sample_rate"])
+                rec.update(update=update, shape=list(sample["net_input"]["source"].shape),
+                           data_s=t1 - t0, step_s=t2 - t1, total_s=t2 - t0, loss=loss,
+                           warmup=bool(command.get("warmup")), load=os.getloadavg()[0])
+                records.append(rec)
+                update += 1
+            send({"records": records})
+        elif command["cmd"] == "finish":
+            send({"peak_rss_mib": peak_rss_mib(), "rss_end_mib": rss_mib()})
+            return
+        else:
+            raise ValueError(f"unknown command {command!r}")
+
+
+def summarize(info: Dict, records: List[Dict], final: Dict) -> Dict:
+    timed = [r for r in records if not r["warmup"]]
+    steps = len(timed)
+    total = sum(r["total_s"] for r in timed)
+    audio = sum(r["audio_s"] for r in timed)
+    rows = sum(r["rows"] for r in timed)
+    per_update = sorted(r["total_s"] for r in timed)
+    result = dict(info)
+    result.update(final)
+    result.update(
+        steps=steps,
+        warmup=len(records) - steps,
+        sec_per_update=total / steps,
+        median_sec_per_update=per_update[len(per_update) // 2],
+        min_sec_per_update=per_update[0],
+        updates_per_s=steps / total,
+        audio_s_per_s=audio / total,
+        student_rows_per_s=rows / total,
+        samples_per_update=sum(r["batch"] for r in timed) / steps,
+        audio_s_per_update=audio / steps,
+        rows_per_update=rows / steps,
+        frames_per_row=sum(r["frames"] for r in timed) / steps,
+        kept_frames_per_row=sum(r["kept"] for r in timed) / steps,
+        data_fraction=sum(r["data_s"] for r in timed) / total,
+        final_loss=timed[-1]["loss"],
+        records=records,
+    )
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# the breakdown: where the time of one data2vec 2.0 update goes
+# --------------------------------------------------------------------------------------
+PARTS = {
+    "data: load + crop + collate": "data (load audio, crop, collate)",
+    "data: mask sampling": "data: mask sampling in the collater (M masks/sample)",
+    "ema teacher step": "EMA teacher update (model.set_num_updates)",
+    "feature encoder": "feature encoder (conv) + projection",
+    "student mask index": "student: mask -> index tensors",
+    "student contextualize": "student: mask, conv positions, drop masked, ALiBi",
+    "student blocks": "student transformer blocks",
+    "decoder": "decoder (conv, or linear head)",
+    "teacher": "teacher forward (no grad) + top-K targets",
+    "loss + stats": "loss + variance monitors",
+    "grad scale + norm": "grad scaling + grad norm",
+    "adam": "Adam step",
+    "zero_grad": "zero_grad",
+    "(grad accumulation)": "backward: accumulating into .grad",
+    "(other forward glue)": "backward of unlabelled forward ops (repeat_interleave of the local features, ...)",
+}
+
+
+def _label(name, fn):
+    from torch.profiler import record_function
+
+    def wrapped(*a, **kw):
+        with record_function(name):
+            return fn(*a, **kw)
+    return wrapped
+
+
+def instrument(model, optimizer, dataset_module) -> None:
+    """Label the parts of a step with record_function, in this process only (no library edit).
+
+    Instance attributes shadow the methods; the teacher is a deep copy made when the model
+    was built, so its encoder is not wrapped and its whole forward counts as "teacher".
+    """
+    encoder = next(iter(model.modality_encoders.values()))
+    encoder.local_features = _label("feature encoder", encoder.local_features)
+    encoder.contextualize = _label("student contextualize", encoder.contextualize)
+    encoder.decode = _label("decoder", encoder.decode)
+    model._student_masks = _label("student mask index", model._student_masks)
+    model.teacher_targets = _label("teacher", model.teacher_targets)
+    model._regression = _label("loss + stats", model._regression)
+    run_blocks = model._run_blocks
+
+    def student_blocks(blocks, *a, **kw):
+        if blocks is model.blocks:
+            return _label("student blocks", run_blocks)(blocks, *a, **kw)
+        return run_blocks(blocks, *a, **kw)
+    model._run_blocks = student_blocks
+    if model.teacher is not None:
+        model.teacher.step = _label("ema teacher step", model.teacher.step)
+    optimizer.multiply_grads = _label("grad scale + norm", optimizer.multiply_grads)
+    optimizer.clip_grad_norm = _label("grad scale + norm", optimizer.clip_grad_norm)
+    optimizer.step = _label("adam", optimizer.step)
+    optimizer.zero_grad = _label("zero_grad", optimizer.zero_grad)
+    dataset_module.sample_block_mask = _label("data: mask sampling", dataset_module.sample_block_mask)
+
+
+def attribute(events, labels) -> Dict[str, Dict[str, float]]:
+    """Forward time per label (exclusive of nested labels) and backward time per label, us.
+
+    A backward node ("autograd::engine::evaluate_function: XBackward") carries the sequence
+    number of the forward op that created it; that op's innermost label owns the node.
+    """
+    by_id = {}
+    for e in events:
+        by_id[id(e)] = e
+
+    def innermost(e):
+        while e is not None:
+            if e.name in labels:
+                return e.name
+            e = e.cpu_parent
+        return None
+
+    forward = defaultdict(float)
+    backward = defaultdict(float)
+    seq_label = {}
+    for e in events:
+        if e.name.startswith("autograd::engine::evaluate_function"):
+            continue
+        if e.name in labels:
+            nested = sum(c.cpu_time_total for c in _descendant_labels(e, labels))
+            forward[e.name] += e.cpu_time_total - nested
+        if e.sequence_nr is not None and e.sequence_nr >= 0 and e.fwd_thread in (0, None):
+            lab = innermost(e)
+            key = (e.thread, e.sequence_nr)
+            if key not in seq_label or seq_label[key] is None:
+                seq_label[key] = lab
+    for e in events:
+        if not e.name.startswith("autograd::engine::evaluate_function"):
+            continue
+        if "AccumulateGrad" in e.name:
+            backward["(grad accumulation)"] += e.cpu_time_total
+            continue
+        lab = seq_label.get((e.fwd_thread, e.sequence_nr)) if e.sequence_nr >= 0 else None
+        backward[lab or "(other forward glue)"] += e.cpu_time_total
+    return {"forward": dict(forward), "backward": dict(backward)}
+
+
+def _descendant_labels(e, labels):
+    """The outermost labelled events strictly inside ``e``."""
+    out = []
+    stack = list(e.cpu_children)
+    while stack:
+        c = stack.pop()
+        if c.name in labels:
+            out.append(c)
+        else:
+            stack.extend(c.cpu_children)
+    return out
+
+
+def run_breakdown(args) -> Dict:
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from d2v_plugin.data import audio_dataset
+
+    path = resolve_config(args.worker)
+    task, model, criterion, optimizer, stream, info = build(
+        path, args.data, args.max_tokens_n, args.threads, args.seed)
+    sample_rate = info["sample_rate"]
+    steps, warmup = args.steps_n, args.warmup_n
+
+    for i in range(warmup):
+        train_step(task, model, criterion, optimizer, next(stream), update_num=i)
+    instrument(model, optimizer, audio_dataset)
+    labels = set(PARTS) | {"backward", "update"}
+    audio = 0.0
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        for i in range(warmup, warmup + steps):
+            with record_function("update"):
+                with record_function("data: load + crop + collate"):
+                    sample = next(stream)
+                audio += batch_stats(sample, model, sample_rate)["audio_s"]
+                train_step(task, model, criterion, optimizer, sample, update_num=i)
+        profiled_wall = time.perf_counter() - t0
+    events = prof.events()
+    parts = attribute(events, labels - {"update", "backward"})
+    update_total = sum(e.cpu_time_total for e in events if e.name == "update")
+    fwd = parts["forward"]
+    bwd = parts["backward"]
+    known = sum(fwd.values()) + sum(bwd.values())
+    rows = []
+    for key in list(PARTS) + sorted(k for k in set(bwd) | set(fwd) if k not in PARTS):
+        f, b = fwd.get(key, 0.0), bwd.get(key, 0.0)
+        if f == 0 and b == 0:
+            continue
+        rows.append({"part": key, "description": PARTS.get(key, key),
+                     "forward_ms": f / 1e3 / steps, "backward_ms": b / 1e3 / steps,
+                     "total_ms": (f + b) / 1e3 / steps,
+                     "share": (f + b) / update_total if update_total else 0.0})
+    rows.append({"part": "(unlabelled)", "description": "everything else in the update (Python glue, "
+                 "criterion, repeat_interleave of the local features, ...)",
+                 "forward_ms": max(update_total - known, 0.0) / 1e3 / steps, "backward_ms": 0.0,
+                 "total_ms": max(update_total - known, 0.0) / 1e3 / steps,
+                 "share": max(update_total - known, 0.0) / update_total if update_total else 0.0})
+    top_ops = []
+    for avg in sorted(prof.key_averages(), key=lambda a: a.self_cpu_time_total, reverse=True)[:12]:
+        top_ops.append({"op": avg.key, "self_ms": avg.self_cpu_time_total / 1e3 / steps,
+                        "calls": avg.count / steps,
+                        "share": avg.self_cpu_time_total / update_total if update_total else 0.0})
+    result = dict(info)
+    result.update(config=path.stem, steps=steps, warmup=warmup,
+                  profiled_sec_per_update=profiled_wall / steps,
+                  profiled_update_ms=update_total / 1e3 / steps,
+                  audio_s_per_update=audio / steps,
+                  parts=rows, top_ops=top_ops, peak_rss_mib=peak_rss_mib())
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# the driver
+# --------------------------------------------------------------------------------------
+class Worker:
+    """One config in its own process; JSON lines over its stdin / a private stdout."""
+
+    def __init__(self, kind: str, config: str, args, steps: int, warmup: int, max_tokens: int,
+                 logdir: Path):
+        self.config, self.kind, self.timeout = config, kind, args.timeout
+        self.log_path = logdir / f"{Path(config).stem}.{kind}.log"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", config, "--kind", kind,
+               "--data", str(args.data), "--threads", str(args.threads), "--steps", str(steps),
+               "--warmup", str(warmup), "--max-tokens", str(max_tokens)]
+        if args.seed is not None:
+            cmd += ["--seed", str(args.seed)]
+        env = dict(os.environ)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(args.threads)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        env.setdefault("PYTHONWARNINGS", "ignore")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, bufsize=1)
+
+    def send(self, message: Dict) -> None:
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self) -> Dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.fail("no answer" if ready else f"no answer within {self.timeout:.0f} s")
+        return json.loads(line)
+
+    def fail(self, why: str) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.log.flush()
+        tail = self.log_path.read_text()[-6000:]
+        sys.stderr.write(tail)
+        raise SystemExit(f"{self.kind} run of {self.config} failed: {why} (exit {self.proc.returncode}); "
+                         f"log above ({self.log_path})")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def groups_of(configs: List[str]) -> List[List[str]]:
+    """Configs of one size run together (interleaved): 'tiny_audio' with 'tiny_audio_d2v1'."""
+    groups: Dict[str, List[str]] = {}
+    for c in configs:
+        stem = Path(c).stem
+        key = stem[: -len("_d2v1")] if stem.endswith("_d2v1") else stem
+        groups.setdefault(key, []).append(c)
+    return list(groups.values())
+
+
+def run_group(configs: List[str], args, logdir: Path, t_start: float) -> List[Dict]:
+    def log(msg):
+        print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    plan = {c: (per_config(args.steps, Path(c).stem, "steps"), per_config(args.warmup, Path(c).stem, "warmup"),
+                per_config(args.max_tokens, Path(c).stem, "max-tokens")) for c in configs}
+    workers, infos, records = {}, {}, {c: [] for c in configs}
+    try:
+        for c in configs:  # build one at a time: model building is not timed, but keep it quiet
+            steps, warmup, max_tokens = plan[c]
+            log(f"{c}: building (max_tokens={max_tokens}, warmup={warmup}, steps={steps})")
+            workers[c] = Worker("throughput", c, args, steps, warmup, max_tokens, logdir)
+            infos[c] = workers[c].receive()
+        for c in configs:
+            if plan[c][1]:
+                log(f"{c}: {plan[c][1]} warm-up update(s)")
+                workers[c].send({"cmd": "run", "updates": plan[c][1], "warmup": True})
+                records[c] += workers[c].receive()["records"]
+        # Round robin, one update at a time: both recipes see the same load and the same batches.
+        left = {c: plan[c][0] for c in configs}
+        while any(left.values()):
+            for c in configs:
+                if left[c]:
+                    workers[c].send({"cmd": "run", "updates": 1})
+                    rec = workers[c].receive()["records"]
+                    records[c] += rec
+                    left[c] -= 1
+            log("  " + ", ".join(f"{Path(c).stem} {records[c][-1]['total_s']:.2f}s" for c in configs)
+                + f"  (load {os.getloadavg()[0]:.1f})")
+        results = []
+        for c in configs:
+            workers[c].send({"cmd": "finish"})
+            r = summarize(infos[c], records[c], workers[c].receive())
+            log(f"{c}: {r['sec_per_update']:.3f} s/update, {r['audio_s_per_s']:.2f} audio-s/s, "
+                f"peak RSS {r['peak_rss_mib']:.0f} MiB")
+            results.append(r)
+        return results
+    finally:
+        for w in workers.values():
+            w.close()
+
+
+def run_breakdown_process(config: str, args, logdir: Path) -> Dict:
+    w = Worker("breakdown", config, args, args.breakdown_steps,
+               per_config(args.warmup, Path(config).stem, "warmup"),
+               per_config(args.max_tokens, Path(config).stem, "max-tokens"), logdir)
+    try:
+        return w.receive()
+    finally:
+        w.close()
+
+
+def to_markdown(report: Dict) -> str:
+    m = report["meta"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['threads']} threads (`--threads`), torch {m['torch']}, "
+        f"fairseq {m['fairseq']}, Python {m['python']}; {m['date']}; total runtime {m['runtime_s']:.0f} s.",
+        f"Corpus: `{m['data']}`. Command: `{m['command']}`",
+        "",
+        "| config | recipe | params | M | max_tokens used (yaml) | timed updates | samples / update "
+        "| audio s / update | student rows / update | s / update | updates/s | audio-s/s | student rows/s "
+        "| data % | peak RSS MiB (after import) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        recipe = "d2v1 (encode masked, linear head)" if r["encode_masked"] else "d2v2 (drop masked, conv decoder)"
+        lines.append(
+            f"| {r['config']} | {recipe} | {r['params_student'] / 1e6:.2f}M | {r['clone_batch']} "
+            f"| {r['max_tokens']:,} ({r['yaml_max_tokens']:,}) | {r['steps']} | {r['samples_per_update']:.1f} "
+            f"| {r['audio_s_per_update']:.1f} | {r['rows_per_update']:.0f} | {r['sec_per_update']:.3f} "
+            f"| {r['updates_per_s']:.3f} | {r['audio_s_per_s']:.2f} | {r['student_rows_per_s']:.1f} "
+            f"| {100 * r['data_fraction']:.1f} | {r['peak_rss_mib']:.0f} ({r['rss_import_mib']:.0f}) |")
+    if report["ratios"]:
+        lines += ["", "Ratios, data2vec 2.0 / data2vec 1.0 recipe at equal model size (same batches):", "",
+                  "| size | time per update (mean) | time per update (median of paired updates) | audio-s/s "
+                  "| peak RSS | peak RSS above import |",
+                  "|---|---|---|---|---|---|"]
+        for q in report["ratios"]:
+            lines.append(f"| {q['size']} ({q['d2v2']} / {q['d2v1']}) | {q['time_per_update']:.2f}x "
+                         f"| {q['paired_median_time_ratio']:.2f}x "
+                         f"| {q['audio_s_per_s']:.2f}x | {q['peak_rss']:.2f}x | {q['peak_rss_above_import']:.2f}x |")
+    b = report.get("breakdown")
+    if b:
+        lines += ["", f"Where the time of one `{b['config']}` update goes (torch.profiler, {b['steps']} updates "
+                  f"after {b['warmup']} warm-up, {b['audio_s_per_update']:.1f} s of audio per update; "
+                  f"profiled update {b['profiled_update_ms']:.0f} ms; backward time is attributed to the "
+                  f"part whose forward op created the autograd node):", "",
+                  "| part | forward ms | backward ms | total ms | share of update |", "|---|---|---|---|---|"]
+        for p in sorted(b["parts"], key=lambda p: p["total_ms"], reverse=True):
+            lines.append(f"| {p['description']} | {p['forward_ms']:.1f} | {p['backward_ms']:.1f} "
+                         f"| {p['total_ms']:.1f} | {100 * p['share']:.1f}% |")
+        lines += ["", "Top ops by self CPU time (per update):", "", "| op | self ms | calls | share |",
+                  "|---|---|---|---|"]
+        for o in b["top_ops"]:
+            lines.append(f"| `{o['op']}` | {o['self_ms']:.1f} | {o['calls']:.0f} | {100 * o['share']:.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_median(a: Dict, b: Dict) -> float:
+    """Median over timed updates of a's time / b's time on the same batch (run back to back)."""
+    ta = {r["update"]: r for r in a["records"] if not r["warmup"]}
+    tb = {r["update"]: r for r in b["records"] if not r["warmup"]}
+    q = sorted(ta[u]["total_s"] / tb[u]["total_s"] for u in ta if u in tb and ta[u]["shape"] == tb[u]["shape"])
+    if not q:
+        return float("nan")
+    mid = len(q) // 2
+    return q[mid] if len(q) % 2 else 0.5 * (q[mid - 1] + q[mid])
+
+
+def ratios(results: List[Dict]) -> List[Dict]:
+    by_name = {r["config"]: r for r in results}
+    out = []
+    for name, r2 in by_name.items():
+        r1 = by_name.get(f"{name}_d2v1")
+        if r1 is None or r2["encode_masked"]:
+            continue
+        out.append({
+            "size": name.split("_")[0], "d2v2": name, "d2v1": r1["config"],
+            "time_per_update": r2["sec_per_update"] / r1["sec_per_update"],
+            "audio_s_per_s": r2["audio_s_per_s"] / r1["audio_s_per_s"],
+            "peak_rss": r2["peak_rss_mib"] / r1["peak_rss_mib"],
+            "peak_rss_above_import": (r2["peak_rss_mib"] - r2["rss_import_mib"])
+            / max(r1["peak_rss_mib"] - r1["rss_import_mib"], 1e-9),
+            "paired_median_time_ratio": paired_median(r2, r1),
+            "same_batches": [r["shape"] for r in r2["records"]] == [r["shape"] for r in r1["records"]],
+        })
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import torch
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
+                   help="config names under config/pretraining (or yaml paths); default: all four")
+    p.add_argument("--steps", default=DEFAULT_STEPS,
+                   help="timed updates per config: N, or per size like 'tiny=20,base=3' (default %(default)s)")
+    p.add_argument("--warmup", default=DEFAULT_WARMUP,
+                   help="untimed warm-up updates, N or per size (default %(default)s; >= 2 includes "
+                        "an EMA step in every timed update)")
+    p.add_argument("--max-tokens", default=DEFAULT_MAX_TOKENS,
+                   help="batch size in audio samples (fairseq dataset.max_tokens), N or per size "
+                        "(default %(default)s; the base yamls use 1,000,000 per GPU)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                   help="torch intra-op threads (default: torch.get_num_threads() = %(default)s)")
+    p.add_argument("--data", default=str(REPO / "data" / "speech_corpus"),
+                   help="folder with the fairseq manifests (train.tsv); default %(default)s")
+    p.add_argument("--seed", type=int, default=None, help="default: the yaml's common.seed")
+    p.add_argument("--breakdown", default="tiny_audio",
+                   help="config whose d2v2 step is profiled part by part ('none' to skip)")
+    p.add_argument("--breakdown-steps", type=int, default=5, help="profiled updates (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds per config subprocess")
+    p.add_argument("--out", default=None,
+                   help="write results here: .json -> JSON, anything else -> markdown (plus a .json next to it)")
+    # internal: one config in a subprocess
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--kind", default="throughput", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker:
+        # Protocol on a private copy of stdout; anything the libraries print goes to stderr.
+        channel = os.fdopen(os.dup(1), "w", buffering=1)
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+
+        def send(message):
+            channel.write(json.dumps(message) + "\n")
+            channel.flush()
+
+        def receive():
+            line = sys.stdin.readline()
+            return json.loads(line) if line else {"cmd": "finish"}
+
+        args.steps_n, args.warmup_n, args.max_tokens_n = int(args.steps), int(args.warmup), int(args.max_tokens)
+        if args.kind == "breakdown":
+            send(run_breakdown(args))
+        else:
+            run_throughput(args, send, receive)
+        return 0
+
+    if not (Path(args.data) / "train.tsv").exists():
+        raise SystemExit(f"no corpus at {args.data} (train.tsv missing); generate it with "
+                         f"`python examples/make_speech_corpus.py data/speech_corpus`")
+    t_start = time.perf_counter()
+    load_start = os.getloadavg()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="d2v_bench_") as tmp:
+        for group in groups_of(args.configs):
+            results += run_group(group, args, Path(tmp), t_start)
+        breakdown = None
+        if args.breakdown and args.breakdown.lower() != "none":
+            print(f"[{time.perf_counter() - t_start:6.1f}s] profiling the parts of {args.breakdown} "
+                  f"({args.breakdown_steps} updates)", file=sys.stderr, flush=True)
+            breakdown = run_breakdown_process(args.breakdown, args, Path(tmp))
+
+    import fairseq
+    report = {
+        "meta": {
+            "cpu": cpu_model(), "threads": args.threads, "cores": os.cpu_count(),
+            "torch": torch.__version__, "fairseq": getattr(fairseq, "__version__", "?"),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "data": os.path.relpath(args.data, REPO) if str(args.data).startswith(str(REPO)) else str(args.data),
+            "command": "python benchmarks/pretraining_throughput.py " + " ".join(
+                sys.argv[1:] if argv is None else argv),
+            "runtime_s": time.perf_counter() - t_start,
+            "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
+        },
+        "results": results,
+        "ratios": ratios(results),
+        "breakdown": breakdown,
+    }
+    markdown = to_markdown(report)
+    print(markdown)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".json":
+            out.write_text(json.dumps(report, indent=1))
+        else:
+            out.write_text(markdown)
+            out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

