@@ -64,6 +64,26 @@ def feature_lengths(num_samples: torch.Tensor | int, conv_spec: ConvSpec):
     return lengths.clamp_min(0)
 
 
+def num_block_starts(length: int, mask_prob: float, mask_length: int, mask_prob_adjust: float = 0.0,
+                     inverse: bool = False) -> int:
+    """L * (p + A) / B block starts, p the chosen fraction (1 - R for inverse masking)."""
+    chosen_prob = 1.0 - mask_prob if inverse else mask_prob
+    return max(0, min(length, int(length * (chosen_prob + mask_prob_adjust) / mask_length)))
+
+
+def sample_blocks(num_rows: int, length: int, num_starts: int, block_length: int,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(num_rows, length) bool: ``num_starts`` distinct centres per row, each grown to a block
+    of ``block_length`` frames (blocks may overlap and are clipped at the edges)."""
+    chosen = torch.zeros(num_rows, length, dtype=torch.bool)
+    if num_starts > 0:
+        starts = torch.rand(num_rows, length, generator=generator).topk(num_starts, dim=1).indices
+        offsets = torch.arange(block_length) - block_length // 2
+        positions = (starts.unsqueeze(-1) + offsets).clamp_(0, length - 1).flatten(1)
+        chosen.scatter_(1, positions, True)
+    return chosen
+
+
 def sample_block_mask(
     num_rows: int,
     length: int,
@@ -84,15 +104,9 @@ def sample_block_mask(
     surplus frames or adding random extra ones, so all student rows have equal length.
     """
     chosen_prob = 1.0 - mask_prob if inverse else mask_prob
-    num_starts = int(length * (chosen_prob + mask_prob_adjust) / mask_length)
-    num_starts = max(0, min(length, num_starts))
-    chosen = torch.zeros(num_rows, length, dtype=torch.bool)
-    if num_starts > 0:
-        starts = torch.rand(num_rows, length, generator=generator).topk(num_starts, dim=1).indices
-        offsets = torch.arange(mask_length) - mask_length // 2
-        positions = (starts.unsqueeze(-1) + offsets).clamp_(0, length - 1).flatten(1)
-        chosen.scatter_(1, positions, True)
-
+    chosen = sample_blocks(num_rows, length, num_block_starts(length, mask_prob, mask_length,
+                                                             mask_prob_adjust, inverse),
+                           mask_length, generator)
     target = int(length * chosen_prob)
     # Rank frames: chosen ones first (random order among them), then the rest; take the top
     # `target`. This trims surplus and fills shortfall in one vectorised step.
