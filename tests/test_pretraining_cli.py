@@ -97,3 +97,39 @@ def test_killed_run_resumes_from_checkpoint_last_with_same_losses_and_teacher(un
     assert int(final["_ema_num_updates"]) == int(uninterrupted_final["_ema_num_updates"]) == UPDATES - 1
     for name, tensor in uninterrupted_final["_ema"].items():
         assert torch.equal(final["_ema"][name], tensor), name
+
+
+@pytest.mark.parametrize("style", ["plain", "omegaconf_objects"])
+def test_own_checkpoint_loads_in_fresh_process_in_every_pickle_style(uninterrupted, tmp_path, style):
+    """Our checkpoint (also re-saved with its cfg pickled as omegaconf objects, as some fairseq
+    releases did) with a recorded user_dir that no longer exists loads with weights_only."""
+    from omegaconf import OmegaConf
+
+    state = torch.load(uninterrupted[0] / "ckpt" / "checkpoint_last.pt", weights_only=True)
+    state["cfg"]["common"]["user_dir"] = "/nonexistent/moved/d2v_plugin"
+    if style == "omegaconf_objects":
+        state["cfg"] = OmegaConf.create(state["cfg"])
+    path = tmp_path / f"{style}.pt"
+    torch.save(state, path)
+    out = run_python(f"""
+import torch, d2v_plugin
+from fairseq import checkpoint_utils
+models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([{str(path)!r}])
+print(type(models[0]).__name__, models[0].teacher.num_updates)
+""")
+    assert out.split()[-2:] == ["Data2Vec2Model", str(UPDATES - 1)]
+
+
+def test_checkpoint_with_a_pickled_callable_is_still_refused(uninterrupted, tmp_path):
+    import os
+
+    state = torch.load(uninterrupted[0] / "ckpt" / "checkpoint_last.pt", weights_only=True)
+    state["extra_state"]["hook"] = os.getcwd  # anything callable must stay refused
+    path = tmp_path / "evil.pt"
+    torch.save(state, path)
+    with pytest.raises(AssertionError, match="Weights only load failed"):
+        run_python(f"""
+import d2v_plugin
+from fairseq import checkpoint_utils
+checkpoint_utils.load_model_ensemble_and_task([{str(path)!r}])
+""")
