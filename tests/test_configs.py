@@ -34,3 +34,21 @@ def test_pretraining_config_composes_and_builds_the_model(path, tmp_path):
     task.build_model(cfg.model)
     assert task.expander.clone_batch == cfg.model.clone_batch
     assert (cfg.model.clone_batch == 1) == cfg.model.encode_masked  # 1.0 recipe: one encoded view
+
+
+# DESIGN.md section 4: updates, learning rate, layerdrop per reference split.
+FINETUNING = {"base_10m": (13000, 5e-5, 0.05), "base_1h": (13000, 5e-5, 0.05), "base_10h": (20000, 5e-5, 0.05),
+              "base_100h": (80000, 3e-5, 0.05), "base_960h": (320000, 3e-5, 0.1)}
+
+
+@pytest.mark.parametrize("name", sorted(FINETUNING))
+def test_finetuning_config_composes_with_the_reference_budget(name, tmp_path):
+    cfg = compose(REPO / "config" / "finetuning" / f"{name}.yaml",
+                  [f"task.data={tmp_path}", f"model.w2v_path={tmp_path / 'pretrained.pt'}"])
+    updates, lr, layerdrop = FINETUNING[name]
+    assert cfg.optimization.max_update == updates and cfg.optimization.lr == [lr]
+    assert cfg.model._name == "wav2vec_ctc" and cfg.model.layerdrop == layerdrop
+    assert cfg.model.mask_prob == 0.65 and cfg.model.mask_channel_prob == 0.5
+    assert cfg.model.mask_channel_length == 64 and cfg.model.feature_grad_mult == 0.0
+    assert cfg.lr_scheduler.phase_ratio == [0.1, 0.4, 0.5]
+    assert cfg.checkpoint.best_checkpoint_metric == "wer" and cfg.task.normalize
