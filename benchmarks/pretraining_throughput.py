@@ -16,9 +16,16 @@ inside the timed step, as with ``dataset.num_workers=0``). One timed update is::
     optimizer.clip_grad_norm(clip_norm=0)     # the Trainer computes the grad norm every step
     task.optimizer_step(...)                  # fairseq's Adam
 
-Each config runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its own.
-A second kind of subprocess (``--breakdown``) profiles the tiny data2vec 2.0 step with
-torch.profiler and attributes forward *and* backward time to the model's parts.
+Each config runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its own. The
+configs of one size (data2vec 2.0 and its 1.0-recipe baseline) are alive together and take
+turns, one update each, on the same batches: this machine is shared, and interleaving makes
+both see the same background load. Ratios are reported as ratios of means and as the median
+of the per-batch ratios. A second kind of subprocess (``--breakdown``) profiles the tiny
+data2vec 2.0 step with torch.profiler and attributes forward *and* backward time to the
+model's parts.
+
+On a busy machine (load average above the core count) ``--threads 2`` is dominated by
+OpenMP threads waiting for a descheduled sibling; ``--threads 1`` then gives steadier ratios.
 
 Usage (from the repository root)::
 
@@ -86,6 +93,12 @@ def rss_mib() -> float:
 def peak_rss_mib() -> float:
     """Peak resident set size of this process, MiB (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads), s."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def resolve_config(name: str) -> Path:
@@ -173,18 +186,18 @@ def build(config_path: Path, data: str, max_tokens: int, threads: int, seed: Opt
         "yaml_max_tokens": int(yaml.dataset.max_tokens),
         "max_tokens": int(max_tokens),
         "utterances": len(dataset),
-        "sample_rate": int(root.task.get("sample_rate", 16000)),
+        "sample_rate": int(task.cfg.sample_rate),
         "seed": seed,
         "threads": torch.get_num_threads(),
     }
     return task, model, criterion, optimizer, batches(), info
 
 
-def train_step(task, model, criterion, optimizer, sample, update_num: int):
+def train_step(task, model, criterion, optimizer, sample, update_num: int, seed: int = 1):
     """The core of fairseq's Trainer.train_step for one batch (update_freq 1, fp32, 1 worker)."""
     import torch
 
-    torch.manual_seed(update_num)  # the Trainer reseeds every update (seed + num_updates)
+    torch.manual_seed(seed + update_num)  # the Trainer reseeds every update the same way
     optimizer.zero_grad()
     loss, sample_size, logging_output = task.train_step(
         sample, model, criterion, optimizer, update_num=update_num)
@@ -230,14 +243,17 @@ def run_throughput(args, send, receive) -> None:
         if command["cmd"] == "run":
             records = []
             for _ in range(command["updates"]):
+                c0 = cpu_seconds()
                 t0 = time.perf_counter()
                 sample = next(stream)
                 t1 = time.perf_counter()
-                loss, _ = train_step(task, model, criterion, optimizer, sample, update_num=update)
+                loss, _ = train_step(task, model, criterion, optimizer, sample, update_num=update,
+                                     seed=info["seed"])
                 t2 = time.perf_counter()
+                c2 = cpu_seconds()
                 rec = batch_stats(sample, model, info["sample_rate"])
                 rec.update(update=update, shape=list(sample["net_input"]["source"].shape),
-                           data_s=t1 - t0, step_s=t2 - t1, total_s=t2 - t0, loss=loss,
+                           data_s=t1 - t0, step_s=t2 - t1, total_s=t2 - t0, cpu_s=c2 - c0, loss=loss,
                            warmup=bool(command.get("warmup")), load=os.getloadavg()[0])
                 records.append(rec)
                 update += 1
@@ -262,10 +278,14 @@ def summarize(info: Dict, records: List[Dict], final: Dict) -> Dict:
         steps=steps,
         warmup=len(records) - steps,
         sec_per_update=total / steps,
-        median_sec_per_update=per_update[len(per_update) // 2],
+        median_sec_per_update=median(per_update),
         min_sec_per_update=per_update[0],
         updates_per_s=steps / total,
         audio_s_per_s=audio / total,
+        median_audio_s_per_s=median([r["audio_s"] / r["total_s"] for r in timed]),
+        best_audio_s_per_s=max(r["audio_s"] / r["total_s"] for r in timed),
+        cpu_utilization=sum(r["cpu_s"] for r in timed) / total,
+        mean_loadavg=sum(r["load"] for r in timed) / steps,
         student_rows_per_s=rows / total,
         samples_per_update=sum(r["batch"] for r in timed) / steps,
         audio_s_per_update=audio / steps,
@@ -339,16 +359,19 @@ def instrument(model, optimizer, dataset_module) -> None:
     dataset_module.sample_block_mask = _label("data: mask sampling", dataset_module.sample_block_mask)
 
 
-def attribute(events, labels) -> Dict[str, Dict[str, float]]:
-    """Forward time per label (exclusive of nested labels) and backward time per label, us.
+NODE_PREFIX = "autograd::engine::evaluate_function"
 
-    A backward node ("autograd::engine::evaluate_function: XBackward") carries the sequence
-    number of the forward op that created it; that op's innermost label owns the node.
+
+def attribute(events, labels) -> Dict[str, Dict]:
+    """Split one profiled update by part: forward and backward time per label, and the self
+    time of every op per (op, label), all in us.
+
+    Forward time of a label excludes labels nested in it. A backward node
+    ("autograd::engine::evaluate_function: XBackward") carries the sequence number of its
+    autograd node; the forward op that created the node is the *last* forward op recorded
+    with that number (ops that create no node record the next number without taking it), and
+    that op's innermost label owns the node's backward time.
     """
-    by_id = {}
-    for e in events:
-        by_id[id(e)] = e
-
     def innermost(e):
         while e is not None:
             if e.name in labels:
@@ -356,29 +379,47 @@ def attribute(events, labels) -> Dict[str, Dict[str, float]]:
             e = e.cpu_parent
         return None
 
-    forward = defaultdict(float)
-    backward = defaultdict(float)
-    seq_label = {}
+    def node_of(e):
+        while e is not None:
+            if e.name.startswith(NODE_PREFIX):
+                return e
+            e = e.cpu_parent
+        return None
+
+    forward, backward, ops = defaultdict(float), defaultdict(float), defaultdict(float)
+    creator = {}  # (thread, sequence_nr) -> (start time, label)
+    nodes = {}
     for e in events:
-        if e.name.startswith("autograd::engine::evaluate_function"):
+        node = node_of(e)
+        nodes[id(e)] = node
+        if node is not None:
             continue
         if e.name in labels:
             nested = sum(c.cpu_time_total for c in _descendant_labels(e, labels))
             forward[e.name] += e.cpu_time_total - nested
-        if e.sequence_nr is not None and e.sequence_nr >= 0 and e.fwd_thread in (0, None):
-            lab = innermost(e)
+        if e.sequence_nr is not None and e.sequence_nr >= 0:
             key = (e.thread, e.sequence_nr)
-            if key not in seq_label or seq_label[key] is None:
-                seq_label[key] = lab
+            start = e.time_range.start
+            if key not in creator or start >= creator[key][0]:
+                creator[key] = (start, innermost(e))
+
+    def node_owner(node):
+        if "AccumulateGrad" in node.name:
+            return "(grad accumulation)"
+        owner = creator.get((node.fwd_thread, node.sequence_nr)) if node.sequence_nr >= 0 else None
+        return (owner and owner[1]) or "(other forward glue)"
+
     for e in events:
-        if not e.name.startswith("autograd::engine::evaluate_function"):
+        node = nodes[id(e)]
+        if e is node:
+            backward[node_owner(e)] += e.cpu_time_total
+        if e.name in labels or e.name == "update" or e.name.startswith(NODE_PREFIX):
             continue
-        if "AccumulateGrad" in e.name:
-            backward["(grad accumulation)"] += e.cpu_time_total
-            continue
-        lab = seq_label.get((e.fwd_thread, e.sequence_nr)) if e.sequence_nr >= 0 else None
-        backward[lab or "(other forward glue)"] += e.cpu_time_total
-    return {"forward": dict(forward), "backward": dict(backward)}
+        if node is not None:
+            ops[(e.name, node_owner(node) + " (backward)")] += e.self_cpu_time_total
+        else:
+            ops[(e.name, innermost(e) or "(unlabelled)")] += e.self_cpu_time_total
+    return {"forward": dict(forward), "backward": dict(backward), "ops": dict(ops)}
 
 
 def _descendant_labels(e, labels):
@@ -394,7 +435,17 @@ def _descendant_labels(e, labels):
     return out
 
 
+def median(values: List[float]) -> float:
+    q = sorted(values)
+    if not q:
+        return float("nan")
+    mid = len(q) // 2
+    return q[mid] if len(q) % 2 else 0.5 * (q[mid - 1] + q[mid])
+
+
 def run_breakdown(args) -> Dict:
+    """Profile ``steps`` updates one by one; every number reported is a median over updates,
+    which keeps updates slowed down by other processes on this shared machine out."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     from d2v_plugin.data import audio_dataset
@@ -402,53 +453,55 @@ def run_breakdown(args) -> Dict:
     path = resolve_config(args.worker)
     task, model, criterion, optimizer, stream, info = build(
         path, args.data, args.max_tokens_n, args.threads, args.seed)
-    sample_rate = info["sample_rate"]
     steps, warmup = args.steps_n, args.warmup_n
-
     for i in range(warmup):
-        train_step(task, model, criterion, optimizer, next(stream), update_num=i)
+        train_step(task, model, criterion, optimizer, next(stream), update_num=i, seed=info["seed"])
     instrument(model, optimizer, audio_dataset)
-    labels = set(PARTS) | {"backward", "update"}
-    audio = 0.0
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        t0 = time.perf_counter()
-        for i in range(warmup, warmup + steps):
+    labels = set(PARTS) - {"(grad accumulation)", "(other forward glue)"}
+    per_update = []
+    for i in range(warmup, warmup + steps):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
             with record_function("update"):
                 with record_function("data: load + crop + collate"):
                     sample = next(stream)
-                audio += batch_stats(sample, model, sample_rate)["audio_s"]
-                train_step(task, model, criterion, optimizer, sample, update_num=i)
-        profiled_wall = time.perf_counter() - t0
-    events = prof.events()
-    parts = attribute(events, labels - {"update", "backward"})
-    update_total = sum(e.cpu_time_total for e in events if e.name == "update")
-    fwd = parts["forward"]
-    bwd = parts["backward"]
-    known = sum(fwd.values()) + sum(bwd.values())
+                train_step(task, model, criterion, optimizer, sample, update_num=i, seed=info["seed"])
+            wall = time.perf_counter() - t0
+        events = prof.events()
+        parts = attribute(events, labels)
+        parts["update"] = sum(e.cpu_time_total for e in events if e.name == "update")
+        parts["wall"] = wall
+        parts["audio_s"] = batch_stats(sample, model, info["sample_rate"])["audio_s"]
+        per_update.append(parts)
+
+    def med(key, part):
+        return median([u[key].get(part, 0.0) for u in per_update]) / 1e3
+
+    update_ms = median([u["update"] for u in per_update]) / 1e3
+    keys = set().union(*(set(u["forward"]) | set(u["backward"]) for u in per_update))
     rows = []
-    for key in list(PARTS) + sorted(k for k in set(bwd) | set(fwd) if k not in PARTS):
-        f, b = fwd.get(key, 0.0), bwd.get(key, 0.0)
+    for key in list(PARTS) + sorted(keys - set(PARTS)):
+        f, b = med("forward", key), med("backward", key)
         if f == 0 and b == 0:
             continue
-        rows.append({"part": key, "description": PARTS.get(key, key),
-                     "forward_ms": f / 1e3 / steps, "backward_ms": b / 1e3 / steps,
-                     "total_ms": (f + b) / 1e3 / steps,
-                     "share": (f + b) / update_total if update_total else 0.0})
-    rows.append({"part": "(unlabelled)", "description": "everything else in the update (Python glue, "
-                 "criterion, repeat_interleave of the local features, ...)",
-                 "forward_ms": max(update_total - known, 0.0) / 1e3 / steps, "backward_ms": 0.0,
-                 "total_ms": max(update_total - known, 0.0) / 1e3 / steps,
-                 "share": max(update_total - known, 0.0) / update_total if update_total else 0.0})
-    top_ops = []
-    for avg in sorted(prof.key_averages(), key=lambda a: a.self_cpu_time_total, reverse=True)[:12]:
-        top_ops.append({"op": avg.key, "self_ms": avg.self_cpu_time_total / 1e3 / steps,
-                        "calls": avg.count / steps,
-                        "share": avg.self_cpu_time_total / update_total if update_total else 0.0})
+        rows.append({"part": key, "description": PARTS.get(key, key), "forward_ms": f,
+                     "backward_ms": b, "total_ms": f + b, "share": (f + b) / update_ms})
+    known = sum(r["total_ms"] for r in rows)
+    rows.append({"part": "(unlabelled)", "description": "everything else: Python glue outside the parts "
+                 "(task.train_step, model.train(), criterion), autograd-engine overhead between backward "
+                 "nodes, profiler overhead", "forward_ms": max(update_ms - known, 0.0),
+                 "backward_ms": 0.0, "total_ms": max(update_ms - known, 0.0),
+                 "share": max(update_ms - known, 0.0) / update_ms})
+    op_keys = set().union(*(set(u["ops"]) for u in per_update))
+    top_ops = sorted(({"op": op, "part": part, "self_ms": med("ops", (op, part))} for op, part in op_keys),
+                     key=lambda o: o["self_ms"], reverse=True)[:args.top_ops]
+    for o in top_ops:
+        o["share"] = o["self_ms"] / update_ms
     result = dict(info)
     result.update(config=path.stem, steps=steps, warmup=warmup,
-                  profiled_sec_per_update=profiled_wall / steps,
-                  profiled_update_ms=update_total / 1e3 / steps,
-                  audio_s_per_update=audio / steps,
+                  profiled_update_ms=update_ms,
+                  wall_ms_per_update=[1e3 * u["wall"] for u in per_update],
+                  audio_s_per_update=median([u["audio_s"] for u in per_update]),
                   parts=rows, top_ops=top_ops, peak_rss_mib=peak_rss_mib())
     return result
 
@@ -538,7 +591,13 @@ def run_group(configs: List[str], args, logdir: Path, t_start: float) -> List[Di
                 records[c] += workers[c].receive()["records"]
         # Round robin, one update at a time: both recipes see the same load and the same batches.
         left = {c: plan[c][0] for c in configs}
+        t_rounds = time.perf_counter()
         while any(left.values()):
+            done = min(plan[c][0] - left[c] for c in configs)
+            if done >= 2 and time.perf_counter() - t_rounds > args.max_group_seconds:
+                log(f"  --max-group-seconds {args.max_group_seconds:.0f} reached: stopping after {done} "
+                    f"timed updates per config (machine busy?)")
+                break
             for c in configs:
                 if left[c]:
                     workers[c].send({"cmd": "run", "updates": 1})
@@ -573,46 +632,59 @@ def run_breakdown_process(config: str, args, logdir: Path) -> Dict:
 def to_markdown(report: Dict) -> str:
     m = report["meta"]
     lines = [
-        f"Machine: {m['cpu']}, {m['threads']} threads (`--threads`), torch {m['torch']}, "
-        f"fairseq {m['fairseq']}, Python {m['python']}; {m['date']}; total runtime {m['runtime_s']:.0f} s.",
+        f"Machine: {m['cpu']} ({m['cores']} cores), {m['threads']} torch threads, torch {m['torch']}, "
+        f"fairseq {m['fairseq']}, Python {m['python']}; {m['date']}; total runtime {m['runtime_s']:.0f} s; "
+        f"1-min load average {m['loadavg_start'][0]:.1f} at start, {m['loadavg_end'][0]:.1f} at end.",
         f"Corpus: `{m['data']}`. Command: `{m['command']}`",
         "",
         "| config | recipe | params | M | max_tokens used (yaml) | timed updates | samples / update "
-        "| audio s / update | student rows / update | s / update | updates/s | audio-s/s | student rows/s "
-        "| data % | peak RSS MiB (after import) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| audio s / update | student rows / update | s / update: mean (median) | updates/s "
+        "| audio-s/s: mean (median, best) | student rows/s | data % | CPU util | load | peak RSS MiB (after import) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    busy = [r for r in report["results"] if r["mean_loadavg"] > m["cores"] + 0.5 and r["threads"] > 1]
+    if busy:
+        lines[2:2] = ["", f"**Busy machine**: the 1-min load average exceeded the {m['cores']} cores during "
+                      f"{', '.join(r['config'] for r in busy)}; with {m['threads']} threads per process the "
+                      f"absolute numbers suffer most (compare a `--threads 1` run)."]
+    if not report["results"]:
+        lines = lines[:3]
     for r in report["results"]:
         recipe = "d2v1 (encode masked, linear head)" if r["encode_masked"] else "d2v2 (drop masked, conv decoder)"
         lines.append(
             f"| {r['config']} | {recipe} | {r['params_student'] / 1e6:.2f}M | {r['clone_batch']} "
             f"| {r['max_tokens']:,} ({r['yaml_max_tokens']:,}) | {r['steps']} | {r['samples_per_update']:.1f} "
-            f"| {r['audio_s_per_update']:.1f} | {r['rows_per_update']:.0f} | {r['sec_per_update']:.3f} "
-            f"| {r['updates_per_s']:.3f} | {r['audio_s_per_s']:.2f} | {r['student_rows_per_s']:.1f} "
-            f"| {100 * r['data_fraction']:.1f} | {r['peak_rss_mib']:.0f} ({r['rss_import_mib']:.0f}) |")
+            f"| {r['audio_s_per_update']:.1f} | {r['rows_per_update']:.0f} "
+            f"| {r['sec_per_update']:.3f} ({r['median_sec_per_update']:.3f}) | {r['updates_per_s']:.3f} "
+            f"| {r['audio_s_per_s']:.2f} ({r['median_audio_s_per_s']:.2f}, {r['best_audio_s_per_s']:.2f}) "
+            f"| {r['student_rows_per_s']:.1f} | {100 * r['data_fraction']:.1f} | {r['cpu_utilization']:.2f} "
+            f"| {r['mean_loadavg']:.1f} | {r['peak_rss_mib']:.0f} ({r['rss_import_mib']:.0f}) |")
     if report["ratios"]:
-        lines += ["", "Ratios, data2vec 2.0 / data2vec 1.0 recipe at equal model size (same batches):", "",
-                  "| size | time per update (mean) | time per update (median of paired updates) | audio-s/s "
-                  "| peak RSS | peak RSS above import |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "Ratios, data2vec 2.0 / data2vec 1.0 recipe at equal model size (same batches, "
+                  "updates interleaved):", "",
+                  "| size | time per update: mean | time per update: median of paired updates "
+                  "| audio-s/s: mean | audio-s/s: median | audio-s/s: best | peak RSS | peak RSS above import |",
+                  "|---|---|---|---|---|---|---|---|"]
         for q in report["ratios"]:
             lines.append(f"| {q['size']} ({q['d2v2']} / {q['d2v1']}) | {q['time_per_update']:.2f}x "
-                         f"| {q['paired_median_time_ratio']:.2f}x "
-                         f"| {q['audio_s_per_s']:.2f}x | {q['peak_rss']:.2f}x | {q['peak_rss_above_import']:.2f}x |")
+                         f"| {q['paired_median_time_ratio']:.2f}x | {q['audio_s_per_s']:.2f}x "
+                         f"| {q['median_audio_s_per_s']:.2f}x | {q['best_audio_s_per_s']:.2f}x | {q['peak_rss']:.2f}x "
+                         f"| {q['peak_rss_above_import']:.2f}x |")
     b = report.get("breakdown")
     if b:
-        lines += ["", f"Where the time of one `{b['config']}` update goes (torch.profiler, {b['steps']} updates "
-                  f"after {b['warmup']} warm-up, {b['audio_s_per_update']:.1f} s of audio per update; "
-                  f"profiled update {b['profiled_update_ms']:.0f} ms; backward time is attributed to the "
-                  f"part whose forward op created the autograd node):", "",
+        lines += ["", f"Where the time of one `{b['config']}` update goes (torch.profiler, medians over "
+                  f"{b['steps']} individually profiled updates after {b['warmup']} warm-up, "
+                  f"max_tokens {b['max_tokens']:,}, ~{b['audio_s_per_update']:.1f} s of audio per update; "
+                  f"median profiled update {b['profiled_update_ms']:.0f} ms; backward time is attributed "
+                  f"to the part whose forward op created the autograd node):", "",
                   "| part | forward ms | backward ms | total ms | share of update |", "|---|---|---|---|---|"]
         for p in sorted(b["parts"], key=lambda p: p["total_ms"], reverse=True):
             lines.append(f"| {p['description']} | {p['forward_ms']:.1f} | {p['backward_ms']:.1f} "
                          f"| {p['total_ms']:.1f} | {100 * p['share']:.1f}% |")
-        lines += ["", "Top ops by self CPU time (per update):", "", "| op | self ms | calls | share |",
-                  "|---|---|---|---|"]
+        lines += ["", "Top ops by self CPU time, per part (median ms per update):", "",
+                  "| op | part | self ms | share |", "|---|---|---|---|"]
         for o in b["top_ops"]:
-            lines.append(f"| `{o['op']}` | {o['self_ms']:.1f} | {o['calls']:.0f} | {100 * o['share']:.1f}% |")
+            lines.append(f"| `{o['op']}` | {o['part']} | {o['self_ms']:.1f} | {100 * o['share']:.1f}% |")
     return "\n".join(lines) + "\n"
 
 
@@ -620,11 +692,8 @@ def paired_median(a: Dict, b: Dict) -> float:
     """Median over timed updates of a's time / b's time on the same batch (run back to back)."""
     ta = {r["update"]: r for r in a["records"] if not r["warmup"]}
     tb = {r["update"]: r for r in b["records"] if not r["warmup"]}
-    q = sorted(ta[u]["total_s"] / tb[u]["total_s"] for u in ta if u in tb and ta[u]["shape"] == tb[u]["shape"])
-    if not q:
-        return float("nan")
-    mid = len(q) // 2
-    return q[mid] if len(q) % 2 else 0.5 * (q[mid - 1] + q[mid])
+    return median([ta[u]["total_s"] / tb[u]["total_s"] for u in ta
+                   if u in tb and ta[u]["shape"] == tb[u]["shape"]])
 
 
 def ratios(results: List[Dict]) -> List[Dict]:
@@ -642,6 +711,8 @@ def ratios(results: List[Dict]) -> List[Dict]:
             "peak_rss_above_import": (r2["peak_rss_mib"] - r2["rss_import_mib"])
             / max(r1["peak_rss_mib"] - r1["rss_import_mib"], 1e-9),
             "paired_median_time_ratio": paired_median(r2, r1),
+            "median_audio_s_per_s": r2["median_audio_s_per_s"] / r1["median_audio_s_per_s"],
+            "best_audio_s_per_s": r2["best_audio_s_per_s"] / r1["best_audio_s_per_s"],
             "same_batches": [r["shape"] for r in r2["records"]] == [r["shape"] for r in r1["records"]],
         })
     return out
@@ -652,8 +723,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
-                   help="config names under config/pretraining (or yaml paths); default: all four")
+    p.add_argument("--configs", nargs="*", default=DEFAULT_CONFIGS,
+                   help="config names under config/pretraining (or yaml paths); default: all four; "
+                        "none with only --breakdown")
     p.add_argument("--steps", default=DEFAULT_STEPS,
                    help="timed updates per config: N, or per size like 'tiny=20,base=3' (default %(default)s)")
     p.add_argument("--warmup", default=DEFAULT_WARMUP,
@@ -670,7 +742,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--breakdown", default="tiny_audio",
                    help="config whose d2v2 step is profiled part by part ('none' to skip)")
     p.add_argument("--breakdown-steps", type=int, default=5, help="profiled updates (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=900, help="seconds per config subprocess")
+    p.add_argument("--top-ops", type=int, default=12, help=argparse.SUPPRESS)
+    p.add_argument("--max-group-seconds", type=float, default=200,
+                   help="stop timing a size group after this many seconds (keeping >= 2 timed updates "
+                        "per config), so a busy machine cannot stretch the run (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=900,
+                   help="seconds to wait for any single answer of a config subprocess")
     p.add_argument("--out", default=None,
                    help="write results here: .json -> JSON, anything else -> markdown (plus a .json next to it)")
     # internal: one config in a subprocess
