@@ -13,7 +13,7 @@ CORPUS := data/speech_corpus
 $(STAMP): setup.py
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,lm]'
 	touch $@
 
 system-deps:

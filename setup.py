@@ -20,6 +20,14 @@ setup(
         "editdistance>=0.6",   # WER/CER for ASR evaluation
         "tensorboardX>=2.6",   # fairseq's --tensorboard-logdir
     ],
-    extras_require={"test": ["pytest>=7"]},
-    entry_points={"console_scripts": []},
+    extras_require={"test": ["pytest>=7"],
+                    # lexicon + n-gram LM beam search for d2v-infer --lm (KenLM built in)
+                    "lm": ["flashlight-text>=0.0.7"]},
+    entry_points={"console_scripts": [
+        "d2v-infer=d2v_plugin.asr.infer:cli",
+        "d2v-manifest=d2v_plugin.asr.prepare_manifest:cli",
+        "d2v-labels=d2v_plugin.asr.prepare_labels:cli",
+        "d2v-features=d2v_plugin.asr.extract_features:cli",
+        "d2v-lm=d2v_plugin.asr.ngram:cli",
+    ]},
 )

@@ -48,6 +48,11 @@ fail again.
 
 The allow-list and why each entry is on it
 ------------------------------------------
+``fairseq.data.dictionary.Dictionary``
+    Every CTC fine-tuned checkpoint (fairseq's ``audio_finetuning`` task) pickles
+    its target dictionary object under ``task_state``, current fairseq included.
+    It has no ``__setstate__``/``__reduce__``: unpickling only fills its
+    ``__dict__`` with lists, dicts, strings and ints.
 ``argparse.Namespace``
     The legacy ``state["args"]`` object (fairseq < 0.10 style training args),
     also found nested as ``cfg.model.w2v_args`` in old fine-tuned checkpoints.
@@ -130,6 +135,7 @@ def fairseq_checkpoint_safe_globals() -> List[SafeGlobal]:
     from omegaconf import DictConfig, ListConfig
     from omegaconf.base import ContainerMetadata, Metadata
     from omegaconf.nodes import AnyNode
+    from fairseq.data.dictionary import Dictionary
 
     return [
         argparse.Namespace,
@@ -143,6 +149,7 @@ def fairseq_checkpoint_safe_globals() -> List[SafeGlobal]:
         list,
         int,
         collections.defaultdict,
+        Dictionary,
     ]
 
 

@@ -47,10 +47,12 @@ EXPECTED_NAMES = {
     "builtins.list",
     "builtins.int",
     "collections.defaultdict",
+    "fairseq.data.dictionary.Dictionary",
 }
 
 # Checkpoints that must load once the allow-list is registered.
-GOOD = ["args.pt", "args_cfg_none.pt", "dictcfg.pt", "converted.pt", "w2v_args_ns.pt"]
+GOOD = ["args.pt", "args_cfg_none.pt", "dictcfg.pt", "converted.pt", "w2v_args_ns.pt",
+        "ctc_task_state.pt"]
 
 # Checkpoints that must be refused even with the allow-list registered.
 EVIL = [
@@ -207,6 +209,15 @@ MAKER = textwrap.dedent(
         flags={"allow_objects": True},
     )
     save(state(args=None, cfg=ft), "w2v_args_ns.pt")
+
+    # a current CTC fine-tuned checkpoint: audio_finetuning pickles its target Dictionary
+    from fairseq.data.dictionary import Dictionary
+    letters = Dictionary()
+    for symbol in "|ETAO":
+        letters.add_symbol(symbol)
+    ctc = state(args=None, cfg={"model": {"_name": "wav2vec_ctc"}, "task": {"_name": "audio_finetuning"}})
+    ctc["task_state"] = {"target_dictionary": letters}
+    save(ctc, "ctc_task_state.pt")
 
     # (c) checkpoints that must stay refused
     save(state(args=args(), hook=os.system), "evil_os_system.pt")
