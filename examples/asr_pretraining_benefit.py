@@ -44,6 +44,10 @@ def main(argv=None) -> int:
     parser.add_argument("--finetune-updates", type=int, default=1500)
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="use this pretrained checkpoint instead of pretraining one")
+    parser.add_argument("--only", choices=["pretrained", "random"], default=None,
+                        help="run one of the two fine-tunings (e.g. both in parallel, one core each)")
+    parser.add_argument("finetune_overrides", nargs="*",
+                        help="hydra overrides applied to both fine-tunings, e.g. optimization.lr=[0.001]")
     args = parser.parse_args(argv)
     from d2v_plugin.asr.infer import main as infer
 
@@ -52,7 +56,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     timings = {}
 
-    pretrained = args.pretrained
+    pretrained = args.pretrained.resolve() if args.pretrained else None
     if pretrained is None:
         pretrained = work / "pretrain" / "checkpoint_last.pt"
         (work / "pretrain").mkdir(exist_ok=True)
@@ -66,24 +70,29 @@ def main(argv=None) -> int:
 
     common = [f"task.data={data}", f"optimization.max_update={args.finetune_updates}",
               f"model.w2v_path={pretrained}", f"dataset.validate_interval_updates={max(args.finetune_updates // 6, 1)}",
-              f"checkpoint.save_interval_updates={max(args.finetune_updates // 6, 1)}"]
+              f"checkpoint.save_interval_updates={max(args.finetune_updates // 6, 1)}",
+              *args.finetune_overrides]
     variants = {
         "pretrained (data2vec 2.0 tiny)": [],
-        "random init": ["model.no_pretrained_weights=true", "model.feature_grad_mult=1.0",
+        "random init": ["+model.no_pretrained_weights=true", "model.feature_grad_mult=1.0",
                         "model.freeze_finetune_updates=0"],
     }
     results = {}
     for name, extra in variants.items():
+        if args.only and not name.startswith(args.only):
+            continue
         run = work / ("finetune_" + name.split()[0].replace("(", ""))
         run.mkdir(exist_ok=True)
         log = run / "train.log"
         timings[name] = hydra("finetuning", "tiny", common + [f"checkpoint.save_dir={run}"] + extra, log)
-        test_wer, test_cer = infer([str(run / "checkpoint_best.pt"), "--data", str(data), "--split", "test",
-                                    "--results-dir", str(run / "decode"), "--cpu"])
+        decoded = infer([str(run / "checkpoint_best.pt"), "--data", str(data), "--split", "test",
+                         "--results-dir", str(run / "decode"), "--cpu"])
+        test_wer, test_cer = decoded.wer.rate, decoded.cer.rate
         results[name] = {"valid_wer": best_valid_wer(log), "test_wer": test_wer, "test_cer": test_cer,
                          "finetune_seconds": round(timings[name])}
 
-    (work / "results.json").write_text(json.dumps({"results": results, "timings": timings,
+    results_file = work / (f"results_{args.only}.json" if args.only else "results.json")
+    results_file.write_text(json.dumps({"results": results, "timings": timings,
                                                    "pretrain_updates": args.pretrain_updates,
                                                    "finetune_updates": args.finetune_updates}, indent=1))
     print(f"\npretraining: {args.pretrain_updates} updates; fine-tuning: {args.finetune_updates} updates each")
