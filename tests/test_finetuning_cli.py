@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+import d2v_plugin  # noqa: F401  (allow-lists the pickled Dictionary of fine-tuned checkpoints)
+
 from cli_utils import json_rows, run_hydra_train
 
 pytestmark = pytest.mark.slow
@@ -32,7 +34,7 @@ def test_finetuning_learns_reports_valid_wer_and_keeps_the_feature_encoder_froze
     best = tmp_path / "ft" / "checkpoint_best.pt"
     assert best.exists()
 
-    tuned = torch.load(best, weights_only=False)["model"]  # our own fresh file; Dictionary in task_state
+    tuned = torch.load(best, weights_only=True)["model"]  # Dictionary in task_state: allow-listed
     start = torch.load(pretrained, weights_only=True)["model"]
     prefix = "w2v_encoder.w2v_model."
     conv = "modality_encoders.AUDIO.local_encoder.conv_layers.0.0.weight"
