@@ -19,6 +19,7 @@ setup(
         "numpy>=1.24",
         "editdistance>=0.6",   # WER/CER for ASR evaluation
         "tensorboardX>=2.6",   # fairseq's --tensorboard-logdir
+        "hydra-submitit-launcher>=1.2",  # Slurm placement presets (config/pretraining/run_config)
     ],
     extras_require={"test": ["pytest>=7"],
                     # lexicon + n-gram LM beam search for d2v-infer --lm (KenLM built in)
