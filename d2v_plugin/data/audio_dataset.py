@@ -116,7 +116,6 @@ class AudioPretrainingDataset(FairseqDataset):
         return np.lexsort(order)[::-1]
 
     def collater(self, samples: List[Dict]) -> Dict:
-        samples = [s for s in samples if s["source"] is not None]
         if not samples:
             return {}
         ids = [s["id"] for s in samples]

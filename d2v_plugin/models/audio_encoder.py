@@ -102,9 +102,9 @@ class AudioEncoder(nn.Module):
         self.mask_emb = nn.Parameter(torch.empty(dim).uniform_()) if model_cfg.encode_masked else None
 
     def reset_parameters(self) -> None:
+        """Default (not BERT) init for the decoder projection, as the reference does."""
         if self.decoder is not None:
-            for module in self.decoder.proj.modules() if isinstance(self.decoder.proj, nn.Sequential) \
-                    else [self.decoder.proj]:
+            for module in self.decoder.proj.modules():
                 if isinstance(module, nn.Linear):
                     module.reset_parameters()
 

@@ -127,7 +127,7 @@ class Data2Vec2Model(BaseFairseqModel):
         x, _ = self._run_blocks(self.blocks, student_in, collect=False)        # (B*M, K, D)
         prediction = encoder.decode(x, mask_info)                              # (B*M, T, D)
         targets = self.teacher_targets(local, frame_padding, mode)             # (B, T, D)
-        return self._regression(prediction, targets, mask_info, encoder)
+        return self._regression(prediction, targets, mask_info)
 
     def extract_features(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
                          mask: bool = False, mode: Optional[str] = None,
@@ -195,8 +195,7 @@ class Data2Vec2Model(BaseFairseqModel):
                              f"clone_batch match model.clone_batch?")
         return mask_info_from_mask(precomputed_mask.to(device=device, dtype=torch.bool))
 
-    def _regression(self, prediction: torch.Tensor, targets: torch.Tensor, mask_info: MaskInfo,
-                    encoder) -> Dict:
+    def _regression(self, prediction: torch.Tensor, targets: torch.Tensor, mask_info: MaskInfo) -> Dict:
         rows, frames = mask_info.mask.nonzero(as_tuple=True)            # masked positions, row-major
         x = prediction[rows, frames].float()                             # (N, D)
         y = targets[torch.div(rows, self.cfg.clone_batch, rounding_mode="floor"), frames]  # (N, D)
