@@ -42,6 +42,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
+from ..data.manifest import ManifestError, read_manifest
 from . import _cli
 
 logger = logging.getLogger(__name__)
@@ -69,16 +70,12 @@ class LabelResult:
 
 
 def read_manifest_paths(tsv: str) -> Tuple[str, List[Utterance]]:
-    """(root, utterances) of a manifest; only the path column is used here."""
-    if not os.path.isfile(tsv):
-        raise FileNotFoundError(f"manifest not found: {tsv}")
-    with open(tsv, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    if not lines or not lines[0].strip():
-        raise LabelError(f"{tsv}: empty manifest (the first line must be the audio root)")
-    utts = [Utterance(line.split("\t")[0], number)
-            for number, line in enumerate(lines[1:], start=2) if line.strip()]
-    return lines[0].strip(), utts
+    """(root, utterances) of a manifest, read and checked by the data pipeline's own reader."""
+    try:
+        manifest = read_manifest(tsv)
+    except ManifestError as e:
+        raise LabelError(str(e)) from None
+    return manifest.root, [Utterance(e.relative_path, e.line) for e in manifest.entries]
 
 
 def _stem(rel_path: str) -> str:

@@ -14,6 +14,7 @@ class ManifestError(ValueError):
 @dataclass(frozen=True)
 class ManifestEntry:
     path: str          # absolute path of the audio file
+    relative_path: str  # as written in the manifest
     num_samples: int
     line: int          # 1-based line in the manifest, for error messages
 
@@ -47,7 +48,7 @@ def read_manifest(path: str, min_samples: int = 0, max_samples: Optional[int] = 
         if num_samples < min_samples:
             skipped += 1
             continue
-        entries.append(ManifestEntry(os.path.join(root, fields[0]), num_samples, number))
+        entries.append(ManifestEntry(os.path.join(root, fields[0]), fields[0], num_samples, number))
     if skipped:
         logger.warning(f"{path}: skipped {skipped} of {skipped + len(entries)} utterances shorter "
                        f"than {min_samples} samples")
