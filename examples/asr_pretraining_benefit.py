@@ -95,7 +95,8 @@ def main(argv=None) -> int:
     results_file.write_text(json.dumps({"results": results, "timings": timings,
                                                    "pretrain_updates": args.pretrain_updates,
                                                    "finetune_updates": args.finetune_updates}, indent=1))
-    print(f"\npretraining: {args.pretrain_updates} updates; fine-tuning: {args.finetune_updates} updates each")
+    source = f"{args.pretrain_updates} updates" if "pretrain" in timings else f"given checkpoint {pretrained}"
+    print(f"\npretraining: {source}; fine-tuning: {args.finetune_updates} updates each")
     print("| initialisation | best valid WER | test WER | test CER | fine-tune wall time |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
