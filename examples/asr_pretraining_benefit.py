@@ -4,9 +4,10 @@ held-out test split greedily and report both WERs.
 
     python examples/asr_pretraining_benefit.py --data data/speech_corpus --work-dir runs/benefit
 
-Everything runs through the real CLIs (fairseq-hydra-train, d2v-infer). The random-init run
-gets every advantage a fair comparison allows: its feature encoder trains from the first
-update (the pretrained run keeps the pretrained feature encoder frozen, as in the paper).
+Everything runs through the real CLIs (fairseq-hydra-train, d2v-infer). Both runs use the
+same fine-tuning recipe, everything trainable from the first update, so they differ only in
+their initial weights (``--paper-recipe-for-pretrained`` freezes the pretrained feature
+encoder as the paper does, which at this tiny scale hurts the pretrained run).
 """
 import argparse
 import json
@@ -44,6 +45,9 @@ def main(argv=None) -> int:
     parser.add_argument("--finetune-updates", type=int, default=1500)
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="use this pretrained checkpoint instead of pretraining one")
+    parser.add_argument("--paper-recipe-for-pretrained", action="store_true",
+                        help="fine-tune the pretrained model with a frozen feature encoder and the config's "
+                             "freeze_finetune_updates (random init always trains everything)")
     parser.add_argument("--only", choices=["pretrained", "random"], default=None,
                         help="run one of the two fine-tunings (e.g. both in parallel, one core each)")
     parser.add_argument("finetune_overrides", nargs="*",
@@ -72,8 +76,14 @@ def main(argv=None) -> int:
               f"model.w2v_path={pretrained}", f"dataset.validate_interval_updates={max(args.finetune_updates // 6, 1)}",
               f"checkpoint.save_interval_updates={max(args.finetune_updates // 6, 1)}",
               *args.finetune_overrides]
+    # One fine-tuning recipe for both, differing only in the initial weights. Everything is
+    # trainable from the first update: at this scale the paper's recipe (frozen feature
+    # encoder, delayed encoder updates) handicaps the pretrained run (README table).
+    same_recipe = ["model.feature_grad_mult=1.0", "model.freeze_finetune_updates=0"]
+    if args.paper_recipe_for_pretrained:
+        same_recipe = []
     variants = {
-        "pretrained (data2vec 2.0 tiny)": [],
+        "pretrained (data2vec 2.0 tiny)": same_recipe,
         "random init": ["+model.no_pretrained_weights=true", "model.feature_grad_mult=1.0",
                         "model.freeze_finetune_updates=0"],
     }
