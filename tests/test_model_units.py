@@ -197,3 +197,19 @@ def test_extract_features_follows_the_wav2vec2_convention():
     out = model.extract_features(torch.randn(2, 16000), padding_mask=padding, mask=False)
     assert out["x"].shape == (2, 49, 32) and len(out["layer_results"]) == 2
     assert out["padding_mask"][1, 37:].all() and not out["padding_mask"][1, :37].any()
+
+
+def test_bf16_student_keeps_teacher_targets_and_loss_in_float32():
+    """What fairseq's common.bf16=true does on CPU: the model and the batch are cast to bf16."""
+    model = tiny_model().train().to(torch.bfloat16)
+    assert all(p.dtype == torch.float32 for p in model.teacher.model.parameters())
+    mask = sample_block_mask(6, 49, 0.5, 5, generator=torch.Generator().manual_seed(0))
+    out = model(torch.randn(2, 16000).to(torch.bfloat16), precomputed_mask=mask)
+    loss = out["losses"]["AUDIO_regression"]
+    assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
+    loss.sum().backward()
+    assert model.blocks[0].mlp.fc1.weight.grad.dtype == torch.bfloat16
+    model.set_num_updates(1)
+    assert all(p.dtype == torch.float32 for p in model.teacher.model.parameters())
+    local = model.modality_encoders["AUDIO"].local_features(torch.randn(2, 16000).to(torch.bfloat16))
+    assert model.teacher_targets(local, None).dtype == torch.float32
