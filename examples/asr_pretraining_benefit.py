@@ -1,6 +1,8 @@
 """Does pretraining help? Fine-tune the same tiny architecture for CTC ASR (a) from the tiny
 data2vec 2.0 checkpoint and (b) from random initialisation, with the same budget, decode the
-held-out test split greedily and report both WERs.
+held-out test split and report both WERs: greedy CTC, and (when flashlight-text is installed)
+beam search with a lexicon and a bigram LM built from the *training* transcripts only, the LM
+weight chosen on the valid split for each model separately.
 
     python examples/asr_pretraining_benefit.py --data data/speech_corpus --work-dir runs/benefit
 
@@ -37,6 +39,30 @@ def best_valid_wer(log: Path) -> float:
     return min(wers) if wers else float("nan")
 
 
+def lm_available() -> bool:
+    try:
+        import flashlight.lib.text.decoder  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def decode_with_lm(infer, checkpoint: Path, data: Path, lm_dir: Path, out: Path, weights) -> dict:
+    """Pick the LM weight on valid (lowest WER, ties -> lower weight), then decode test with it."""
+    lm_args = ["--lm", str(lm_dir / "lm.arpa"), "--lexicon", str(lm_dir / "lexicon.txt"),
+               "--beam", "100", "--word-score", "0", "--cpu"]
+    valid = {}
+    for w in weights:
+        r = infer([str(checkpoint), "--data", str(data), "--split", "valid", "--lm-weight", str(w),
+                   "--results-dir", str(out / f"valid_lm{w}"), *lm_args])
+        valid[w] = r.wer.rate
+    best = min(weights, key=lambda w: (valid[w], w))
+    test = infer([str(checkpoint), "--data", str(data), "--split", "test", "--lm-weight", str(best),
+                  "--results-dir", str(out / "test"), *lm_args])
+    return {"lm_weight": best, "valid_wer_lm": valid[best], "test_wer_lm": test.wer.rate,
+            "test_cer_lm": test.cer.rate}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO / "data" / "speech_corpus")
@@ -50,6 +76,11 @@ def main(argv=None) -> int:
                              "freeze_finetune_updates (random init always trains everything)")
     parser.add_argument("--only", choices=["pretrained", "random"], default=None,
                         help="run one of the two fine-tunings (e.g. both in parallel, one core each)")
+    parser.add_argument("--reuse-finetuned", action="store_true",
+                        help="skip a fine-tuning whose run folder already holds checkpoint_best.pt "
+                             "(re-decode earlier runs)")
+    parser.add_argument("--lm-weights", type=float, nargs="*", default=[0.25, 0.5, 1.0, 2.0],
+                        help="LM weights tried on valid; none: greedy decoding only")
     parser.add_argument("finetune_overrides", nargs="*",
                         help="hydra overrides applied to both fine-tunings, e.g. optimization.lr=[0.001]")
     args = parser.parse_args(argv)
@@ -87,6 +118,13 @@ def main(argv=None) -> int:
         "random init": ["+model.no_pretrained_weights=true", "model.feature_grad_mult=1.0",
                         "model.freeze_finetune_updates=0"],
     }
+    lm_dir = None
+    if args.lm_weights and lm_available():
+        from d2v_plugin.asr.ngram import main as write_lm
+        lm_dir = work / "lm"
+        write_lm([str(data / "train.wrd"), "--out-dir", str(lm_dir), "--order", "2"])
+    elif args.lm_weights:
+        print("flashlight-text is not installed: greedy decoding only (pip install 'd2v_plugin[lm]')")
     results = {}
     for name, extra in variants.items():
         if args.only and not name.startswith(args.only):
@@ -94,12 +132,16 @@ def main(argv=None) -> int:
         run = work / ("finetune_" + name.split()[0].replace("(", ""))
         run.mkdir(exist_ok=True)
         log = run / "train.log"
-        timings[name] = hydra("finetuning", "tiny", common + [f"checkpoint.save_dir={run}"] + extra, log)
+        if not (args.reuse_finetuned and (run / "checkpoint_best.pt").exists()):
+            timings[name] = hydra("finetuning", "tiny", common + [f"checkpoint.save_dir={run}"] + extra, log)
         decoded = infer([str(run / "checkpoint_best.pt"), "--data", str(data), "--split", "test",
                          "--results-dir", str(run / "decode"), "--cpu"])
         test_wer, test_cer = decoded.wer.rate, decoded.cer.rate
         results[name] = {"valid_wer": best_valid_wer(log), "test_wer": test_wer, "test_cer": test_cer,
-                         "finetune_seconds": round(timings[name])}
+                         "finetune_seconds": round(timings[name]) if name in timings else None}
+        if lm_dir is not None:
+            results[name].update(decode_with_lm(infer, run / "checkpoint_best.pt", data, lm_dir,
+                                                run / "decode_lm", args.lm_weights))
 
     results_file = work / (f"results_{args.only}.json" if args.only else "results.json")
     results_file.write_text(json.dumps({"results": results, "timings": timings,
@@ -107,10 +149,13 @@ def main(argv=None) -> int:
                                                    "finetune_updates": args.finetune_updates}, indent=1))
     source = f"{args.pretrain_updates} updates" if "pretrain" in timings else f"given checkpoint {pretrained}"
     print(f"\npretraining: {source}; fine-tuning: {args.finetune_updates} updates each")
-    print("| initialisation | best valid WER | test WER | test CER | fine-tune wall time |")
-    print("|---|---|---|---|---|")
+    print("| initialisation | best valid WER | test WER greedy | test CER greedy | test WER lexicon+bigram LM "
+          "(weight from valid) | fine-tune wall time |")
+    print("|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['valid_wer']:.1f} | {r['test_wer']:.1f} | {r['test_cer']:.1f} | {r['finetune_seconds']} s |")
+        lm = f"{r['test_wer_lm']:.1f} ({r['lm_weight']:g})" if "test_wer_lm" in r else "n/a"
+        wall = f"{r['finetune_seconds']} s" if r["finetune_seconds"] is not None else "reused"
+        print(f"| {name} | {r['valid_wer']:.1f} | {r['test_wer']:.1f} | {r['test_cer']:.1f} | {lm} | {wall} |")
     if "pretrain" in timings:
         print(f"pretraining wall time: {timings['pretrain']:.0f} s")
     return 0
