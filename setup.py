@@ -20,6 +20,7 @@ setup(
         "editdistance>=0.6",   # WER/CER for ASR evaluation
         "tensorboardX>=2.6",   # fairseq's --tensorboard-logdir
         "hydra-submitit-launcher>=1.2",  # Slurm placement presets (config/pretraining/run_config)
+        "pillow>=10",          # image decoding and augmentation (torchvision does not load with this torch)
     ],
     extras_require={"test": ["pytest>=7"],
                     # lexicon + n-gram LM beam search for d2v-infer --lm (KenLM built in)
