@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""CPU pretraining throughput of data2vec 2.0 vs the data2vec 1.0 recipe (d2v_plugin).
+"""CPU pretraining throughput and MFU: data2vec 2.0 (M = 8 and M = 1), the data2vec 1.0 recipe
+and fairseq's built-in wav2vec 2.0, at the same encoder size, in one run.
 
 For every config the training step is built the way fairseq builds it -- the yaml's
-``model`` / ``task`` / ``optimizer`` sections composed with OmegaConf, ``setup_task`` ->
-``task.build_model`` -> ``task.build_criterion`` -> ``optim.build_optimizer`` -- and batches
-come from the real corpus through the task's dataset, fairseq's batch iterator and the
-dataset's collater (audio loading, cropping and the M = clone_batch mask sampling are all
-inside the timed step, as with ``dataset.num_workers=0``). One timed update is::
+``model`` / ``task`` / ``optimizer`` / ``criterion`` sections composed with OmegaConf,
+``setup_task`` -> ``task.build_model`` -> ``task.build_criterion`` -> ``optim.build_optimizer`` --
+and batches come from the real corpus through the task's dataset, fairseq's batch iterator and
+the dataset's collater (audio loading, cropping and, for data2vec, the M = clone_batch mask
+sampling are all inside the timed step, as with ``dataset.num_workers=0``). One timed update is::
 
-    next(batch iterator)                      # load + crop + collate + mask sampling
+    next(batch iterator)                      # load + crop + collate (+ mask sampling)
     optimizer.zero_grad()
     task.train_step(...)                      # model.set_num_updates(i) (EMA teacher step),
                                               # criterion forward, backward
@@ -16,20 +17,30 @@ inside the timed step, as with ``dataset.num_workers=0``). One timed update is::
     optimizer.clip_grad_norm(clip_norm=0)     # the Trainer computes the grad norm every step
     task.optimizer_step(...)                  # fairseq's Adam
 
-Each config runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its own. The
-configs of one size (data2vec 2.0 and its 1.0-recipe baseline) are alive together and take
-turns, one update each, on the same batches: this machine is shared, and interleaving makes
-both see the same background load. Ratios are reported as ratios of means and as the median
-of the per-batch ratios. A second kind of subprocess (``--breakdown``) profiles the tiny
-data2vec 2.0 step with torch.profiler and attributes forward *and* backward time to the
-model's parts.
+The wav2vec 2.0 peer (``benchmarks/configs/*_w2v2.yaml``) is fairseq's own ``wav2vec2`` model,
+``audio_pretraining`` task and ``wav2vec`` criterion, built and stepped the same way. A config
+can be varied with overrides after a ``+``: ``tiny_audio+model.clone_batch=1``.
+
+Each config runs in its own subprocess, so its peak RSS (``ru_maxrss``) is its own. The configs
+of one size are alive together and take turns, one update each: this machine is shared, and
+interleaving makes all of them see the same background load (the data2vec configs also see the
+same batches). Ratios are reported as ratios of means and as the median over rounds of the
+per-round ratio of seconds per audio-second.
+
+Model FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on the last warm-up
+update of each config (a real update: forward, backward, optimizer step; matmuls, convolutions
+and attention), and a dense ``n x n`` fp32 matmul is timed with the same thread count before
+every size group and at the end; "MFU" is the achieved model FLOP/s over the best matmul FLOP/s.
+
+A second kind of subprocess (``--breakdown``) profiles the tiny data2vec 2.0 step with
+torch.profiler and attributes forward *and* backward time to the model's parts.
 
 On a busy machine (load average above the core count) ``--threads 2`` is dominated by
 OpenMP threads waiting for a descheduled sibling; ``--threads 1`` then gives steadier ratios.
 
 Usage (from the repository root)::
 
-    python benchmarks/pretraining_throughput.py --out benchmarks/results.md
+    OMP_NUM_THREADS=1 python benchmarks/pretraining_throughput.py --threads 1 --out benchmarks/results_threads1.md
 
 See benchmarks/README.md for the measured numbers and how to read them.
 """
@@ -39,6 +50,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import select
 import subprocess
@@ -50,7 +62,14 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIGS = ["tiny_audio", "tiny_audio_d2v1", "base_audio", "base_audio_d2v1"]
+BENCH = Path(__file__).resolve().parent
+CONFIG_DIRS = [REPO / "config" / "pretraining", BENCH / "configs"]
+DEFAULT_CONFIGS = [
+    "tiny_audio", "tiny_audio+model.clone_batch=1", "tiny_audio_d2v1", "tiny_audio_w2v2",
+    "base_audio", "base_audio+model.clone_batch=1", "base_audio_d2v1", "base_audio_w2v2",
+]
+MATMUL_N = 2048
+MATMUL_REPS = 5
 # Reduced batches for 2 CPU cores: the base yamls ask for 1.0M samples (62.5 s of audio)
 # per GPU, which takes minutes per update here. Keys match config names by prefix.
 DEFAULT_MAX_TOKENS = "tiny=160000,base=160000"
@@ -101,14 +120,55 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def split_spec(spec: str):
+    """``"tiny_audio+model.clone_batch=1,model.depth=2"`` -> ("tiny_audio", [(key, value), ...])."""
+    base, _, over = spec.partition("+")
+    overrides = []
+    for item in filter(None, (o.strip() for o in over.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SystemExit(f"config override {item!r} in {spec!r} is not key=value")
+        overrides.append((key.strip(), value.strip()))
+    return base, overrides
+
+
 def resolve_config(name: str) -> Path:
+    name = split_spec(name)[0]
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return path.resolve()
-    path = REPO / "config" / "pretraining" / f"{name}.yaml"
-    if not path.exists():
-        raise SystemExit(f"no config {name!r} (looked for {path})")
-    return path
+    for folder in CONFIG_DIRS:
+        path = folder / f"{name}.yaml"
+        if path.exists():
+            return path
+    raise SystemExit(f"no config {name!r} (looked in {', '.join(str(d) for d in CONFIG_DIRS)})")
+
+
+def config_label(spec: str) -> str:
+    """A config's name in the tables: the yaml's stem plus its overrides (``tiny_audio+model.clone_batch=1``)."""
+    base, overrides = split_spec(spec)
+    return Path(base).stem + "".join(f"+{k}={v}" if i == 0 else f",{k}={v}"
+                                     for i, (k, v) in enumerate(overrides))
+
+
+def size_of(spec: str) -> str:
+    """The size group of a config: the part of its name before the first ``_`` (tiny, base)."""
+    return config_label(spec).split("_")[0]
+
+
+def load_yaml(spec: str):
+    """The yaml of a config spec with its overrides applied (values parsed as YAML)."""
+    import yaml as pyyaml
+    from omegaconf import OmegaConf
+
+    conf = OmegaConf.load(resolve_config(spec))
+    for key, value in split_spec(spec)[1]:
+        OmegaConf.update(conf, key, pyyaml.safe_load(value), merge=True)
+    return conf
+
+
+def family_of(model_name: str) -> str:
+    return "w2v2" if model_name == "wav2vec2" else "d2v"
 
 
 def cpu_model() -> str:
@@ -125,7 +185,7 @@ def cpu_model() -> str:
 # --------------------------------------------------------------------------------------
 # the worker: one config, one process
 # --------------------------------------------------------------------------------------
-def build(config_path: Path, data: str, max_tokens: int, threads: int, seed: Optional[int]):
+def build(spec: str, data: str, max_tokens: int, threads: int, seed: Optional[int]):
     """Task, model, criterion, optimizer and an endless batch stream, as fairseq builds them."""
     import torch
 
@@ -135,10 +195,10 @@ def build(config_path: Path, data: str, max_tokens: int, threads: int, seed: Opt
 
     import d2v_plugin  # noqa: F401  (registers task, model, criterion)
 
-    yaml = OmegaConf.load(config_path)
+    yaml = load_yaml(spec)
     seed = int(yaml.common.seed if seed is None else seed)
-    # Only the sections the training step needs; ``common``/``optimization`` carry the two
-    # values the registered dataclasses interpolate (common.seed, optimization.lr, common.tpu).
+    # Only the sections the training step needs; ``common``/``optimization`` carry the values
+    # the registered dataclasses interpolate (common.seed, common.tpu, optimization.lr).
     root = OmegaConf.create({
         "common": {"seed": seed, "tpu": False, "cpu": True},
         "optimization": {"lr": OmegaConf.to_container(yaml.optimization.lr)},
@@ -148,6 +208,7 @@ def build(config_path: Path, data: str, max_tokens: int, threads: int, seed: Opt
         "criterion": OmegaConf.to_container(yaml.criterion),
     })
     root.task.data = data
+    family = family_of(root.model._name)
 
     torch.manual_seed(seed)
     task = tasks.setup_task(root.task)                 # merge_with_parent(registered dataclass)
@@ -158,9 +219,9 @@ def build(config_path: Path, data: str, max_tokens: int, threads: int, seed: Opt
 
     task.load_dataset("train")
     dataset = task.dataset("train")
-    longest = int(dataset.sizes.max())
+    longest = int(min(dataset.sizes.max(), root.task.get("max_sample_size") or dataset.sizes.max()))
     if max_tokens < longest:
-        raise SystemExit(f"{config_path.stem}: --max-tokens {max_tokens} is smaller than the longest "
+        raise SystemExit(f"{config_label(spec)}: --max-tokens {max_tokens} is smaller than the longest "
                          f"(cropped) utterance, {longest} samples: fairseq cannot batch it")
 
     def batches():
@@ -174,22 +235,41 @@ def build(config_path: Path, data: str, max_tokens: int, threads: int, seed: Opt
             yield from itr
             epoch += 1
 
-    info = {
+    if family == "d2v":
+        recipe = ("d2v1 (encode masked, linear head)" if model.cfg.encode_masked
+                  else "d2v2 (drop masked, conv decoder)")
+        info = {
+            "params_teacher": sum(p.numel() for p in model.teacher.model.parameters()) if model.teacher else 0,
+            "clone_batch": int(model.cfg.clone_batch),
+            "encode_masked": bool(model.cfg.encode_masked),
+            "decoder_layers": int(model.cfg.modalities.audio.decoder.decoder_layers),
+            "loss": "mse" if model.cfg.loss_beta == 0 else f"smooth_l1(beta={model.cfg.loss_beta})",
+            "mask_prob": float(model.cfg.modalities.audio.mask_prob),
+            "mask_length": int(model.cfg.modalities.audio.mask_length),
+            "depth": int(model.cfg.depth), "embed_dim": int(model.cfg.embed_dim),
+        }
+    else:
+        recipe = "w2v2 (encode masked, quantizer, InfoNCE)"
+        info = {
+            "params_teacher": 0, "clone_batch": 1, "encode_masked": True, "decoder_layers": 0,
+            "loss": f"infonce({int(model.cfg.num_negatives)} negatives) + diversity",
+            "mask_prob": float(model.cfg.mask_prob), "mask_length": int(model.cfg.mask_length),
+            "depth": int(model.cfg.encoder_layers), "embed_dim": int(model.cfg.encoder_embed_dim),
+        }
+    info.update({
+        "family": family,
+        "model": str(root.model._name),
+        "task": str(root.task._name),
+        "criterion": str(root.criterion._name),
+        "recipe": recipe,
         "params_student": sum(p.numel() for p in params),
-        "params_teacher": sum(p.numel() for p in model.teacher.model.parameters()) if model.teacher else 0,
-        "clone_batch": int(model.cfg.clone_batch),
-        "encode_masked": bool(model.cfg.encode_masked),
-        "decoder_layers": int(model.cfg.modalities.audio.decoder.decoder_layers),
-        "loss": "mse" if model.cfg.loss_beta == 0 else f"smooth_l1(beta={model.cfg.loss_beta})",
-        "mask_prob": float(model.cfg.modalities.audio.mask_prob),
-        "mask_length": int(model.cfg.modalities.audio.mask_length),
         "yaml_max_tokens": int(yaml.dataset.max_tokens),
         "max_tokens": int(max_tokens),
         "utterances": len(dataset),
         "sample_rate": int(task.cfg.sample_rate),
         "seed": seed,
         "threads": torch.get_num_threads(),
-    }
+    })
     return task, model, criterion, optimizer, batches(), info
 
 
@@ -210,14 +290,22 @@ def train_step(task, model, criterion, optimizer, sample, update_num: int, seed:
 
 
 def batch_stats(sample, model, sample_rate: int) -> Dict[str, float]:
+    """Samples, seconds of audio, student rows and frames of one batch (every sample counts once)."""
+    import torch
+
     source = sample["net_input"]["source"]
     mask = sample["net_input"].get("precomputed_mask")
     batch, samples = source.shape
-    rows = batch * model.cfg.clone_batch
-    frames = int(mask.size(1)) if mask is not None else 0
-    masked = int(mask[0].sum()) if mask is not None else 0
-    return {"batch": batch, "audio_s": batch * samples / sample_rate, "rows": rows,
-            "frames": frames, "kept": frames - masked}
+    clones = getattr(model.cfg, "clone_batch", 1)
+    if mask is not None:
+        frames, kept = int(mask.size(1)), int(mask.size(1) - mask[0].sum())
+    elif hasattr(model, "_get_feat_extract_output_lengths"):  # wav2vec 2.0: masks drawn in forward
+        frames = int(model._get_feat_extract_output_lengths(torch.tensor(samples)))
+        kept = frames
+    else:
+        frames = kept = 0
+    return {"batch": batch, "audio_s": batch * samples / sample_rate, "rows": batch * clones,
+            "frames": frames, "kept": kept}
 
 
 def run_throughput(args, send, receive) -> None:
@@ -231,10 +319,9 @@ def run_throughput(args, send, receive) -> None:
     import fairseq  # noqa: F401
     import d2v_plugin  # noqa: F401
     rss_import = rss_mib()
-    path = resolve_config(args.worker)
     task, model, criterion, optimizer, stream, info = build(
-        path, args.data, args.max_tokens_n, args.threads, args.seed)
-    info.update(config=path.stem, rss_python_mib=rss_python, rss_import_mib=rss_import,
+        args.worker, args.data, args.max_tokens_n, args.threads, args.seed)
+    info.update(config=config_label(args.worker), rss_python_mib=rss_python, rss_import_mib=rss_import,
                 rss_after_build_mib=rss_mib())
     send(info)
     update = 0
@@ -242,19 +329,31 @@ def run_throughput(args, send, receive) -> None:
         command = receive()
         if command["cmd"] == "run":
             records = []
-            for _ in range(command["updates"]):
+            for k in range(command["updates"]):
+                # FLOPs are counted on the last update of a "count_flops" run (a warm-up one):
+                # the counter's per-op overhead never touches a timed update.
+                count = bool(command.get("count_flops")) and k == command["updates"] - 1
                 c0 = cpu_seconds()
                 t0 = time.perf_counter()
                 sample = next(stream)
                 t1 = time.perf_counter()
-                loss, _ = train_step(task, model, criterion, optimizer, sample, update_num=update,
-                                     seed=info["seed"])
+
+                def step():
+                    return train_step(task, model, criterion, optimizer, sample, update_num=update,
+                                      seed=info["seed"])
+                if count:
+                    from flops import count_flops
+                    (loss, _), flops, flops_by_op = count_flops(step)
+                else:
+                    loss, _ = step()
                 t2 = time.perf_counter()
                 c2 = cpu_seconds()
                 rec = batch_stats(sample, model, info["sample_rate"])
                 rec.update(update=update, shape=list(sample["net_input"]["source"].shape),
                            data_s=t1 - t0, step_s=t2 - t1, total_s=t2 - t0, cpu_s=c2 - c0, loss=loss,
                            warmup=bool(command.get("warmup")), load=os.getloadavg()[0])
+                if count:
+                    rec.update(flops=flops, flops_by_op=flops_by_op)
                 records.append(rec)
                 update += 1
             send({"records": records})
@@ -296,6 +395,22 @@ def summarize(info: Dict, records: List[Dict], final: Dict) -> Dict:
         final_loss=timed[-1]["loss"],
         records=records,
     )
+    counted = [r for r in records if "flops" in r]
+    if counted:
+        # FLOPs of the counted update, per second of its audio: every part of the model scales
+        # linearly with the audio except attention (quadratic in frames, ~1-3 % of the FLOPs
+        # here), so FLOPs per timed update = this x the timed updates' mean audio.
+        c = counted[-1]
+        result.update(
+            flops_counted_update=c["flops"],
+            flops_counted_audio_s=c["audio_s"],
+            flops_counted_shape=c["shape"],
+            flops_by_op=c["flops_by_op"],
+            flops_per_audio_s=c["flops"] / c["audio_s"],
+            flops_per_update=c["flops"] / c["audio_s"] * audio / steps,
+            achieved_flops_per_s=c["flops"] / c["audio_s"] * audio / total,
+            best_achieved_flops_per_s=c["flops"] / c["audio_s"] * max(r["audio_s"] / r["total_s"] for r in timed),
+        )
     return result
 
 
@@ -450,9 +565,10 @@ def run_breakdown(args) -> Dict:
 
     from d2v_plugin.data import audio_dataset
 
-    path = resolve_config(args.worker)
     task, model, criterion, optimizer, stream, info = build(
-        path, args.data, args.max_tokens_n, args.threads, args.seed)
+        args.worker, args.data, args.max_tokens_n, args.threads, args.seed)
+    if info["family"] != "d2v":
+        raise SystemExit(f"--breakdown profiles the parts of a data2vec model; {args.worker} is {info['model']}")
     steps, warmup = args.steps_n, args.warmup_n
     for i in range(warmup):
         train_step(task, model, criterion, optimizer, next(stream), update_num=i, seed=info["seed"])
@@ -498,7 +614,7 @@ def run_breakdown(args) -> Dict:
     for o in top_ops:
         o["share"] = o["self_ms"] / update_ms
     result = dict(info)
-    result.update(config=path.stem, steps=steps, warmup=warmup,
+    result.update(config=config_label(args.worker), steps=steps, warmup=warmup,
                   profiled_update_ms=update_ms,
                   wall_ms_per_update=[1e3 * u["wall"] for u in per_update],
                   audio_s_per_update=median([u["audio_s"] for u in per_update]),
@@ -515,7 +631,8 @@ class Worker:
     def __init__(self, kind: str, config: str, args, steps: int, warmup: int, max_tokens: int,
                  logdir: Path):
         self.config, self.kind, self.timeout = config, kind, args.timeout
-        self.log_path = logdir / f"{Path(config).stem}.{kind}.log"
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", config_label(config) if kind != "matmul" else config)
+        self.log_path = logdir / f"{safe}.{kind}.log"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", config, "--kind", kind,
                "--data", str(args.data), "--threads", str(args.threads), "--steps", str(steps),
                "--warmup", str(warmup), "--max-tokens", str(max_tokens)]
@@ -562,34 +679,45 @@ class Worker:
 
 
 def groups_of(configs: List[str]) -> List[List[str]]:
-    """Configs of one size run together (interleaved): 'tiny_audio' with 'tiny_audio_d2v1'."""
+    """Configs of one size run together (interleaved): every tiny_* config, then every base_* one."""
     groups: Dict[str, List[str]] = {}
     for c in configs:
-        stem = Path(c).stem
-        key = stem[: -len("_d2v1")] if stem.endswith("_d2v1") else stem
-        groups.setdefault(key, []).append(c)
+        groups.setdefault(size_of(c), []).append(c)
     return list(groups.values())
+
+
+def run_matmul(args, logdir: Path, label: str) -> Dict:
+    """Time a dense fp32 matmul in a fresh process with the benchmark's thread count."""
+    w = Worker("matmul", "matmul", args, MATMUL_REPS, 1, 0, logdir)
+    try:
+        result = w.receive()
+    finally:
+        w.close()
+    result.update(when=label, load=os.getloadavg()[0])
+    return result
 
 
 def run_group(configs: List[str], args, logdir: Path, t_start: float) -> List[Dict]:
     def log(msg):
         print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    plan = {c: (per_config(args.steps, Path(c).stem, "steps"), per_config(args.warmup, Path(c).stem, "warmup"),
-                per_config(args.max_tokens, Path(c).stem, "max-tokens")) for c in configs}
+    # FLOPs are counted on the last warm-up update, so every config gets at least one.
+    plan = {c: (per_config(args.steps, config_label(c), "steps"),
+                max(1, per_config(args.warmup, config_label(c), "warmup")),
+                per_config(args.max_tokens, config_label(c), "max-tokens")) for c in configs}
     workers, infos, records = {}, {}, {c: [] for c in configs}
     try:
         for c in configs:  # build one at a time: model building is not timed, but keep it quiet
             steps, warmup, max_tokens = plan[c]
-            log(f"{c}: building (max_tokens={max_tokens}, warmup={warmup}, steps={steps})")
+            log(f"{config_label(c)}: building (max_tokens={max_tokens}, warmup={warmup}, steps={steps})")
             workers[c] = Worker("throughput", c, args, steps, warmup, max_tokens, logdir)
             infos[c] = workers[c].receive()
         for c in configs:
-            if plan[c][1]:
-                log(f"{c}: {plan[c][1]} warm-up update(s)")
-                workers[c].send({"cmd": "run", "updates": plan[c][1], "warmup": True})
-                records[c] += workers[c].receive()["records"]
-        # Round robin, one update at a time: both recipes see the same load and the same batches.
+            log(f"{config_label(c)}: {plan[c][1]} warm-up update(s), FLOPs counted on the last")
+            workers[c].send({"cmd": "run", "updates": plan[c][1], "warmup": True, "count_flops": True})
+            records[c] += workers[c].receive()["records"]
+        # Round robin, one update at a time: all configs see the same background load (and
+        # the data2vec ones the same batches).
         left = {c: plan[c][0] for c in configs}
         t_rounds = time.perf_counter()
         while any(left.values()):
@@ -604,13 +732,14 @@ def run_group(configs: List[str], args, logdir: Path, t_start: float) -> List[Di
                     rec = workers[c].receive()["records"]
                     records[c] += rec
                     left[c] -= 1
-            log("  " + ", ".join(f"{Path(c).stem} {records[c][-1]['total_s']:.2f}s" for c in configs)
+            log("  " + ", ".join(f"{config_label(c)} {records[c][-1]['total_s']:.2f}s" for c in configs)
                 + f"  (load {os.getloadavg()[0]:.1f})")
         results = []
         for c in configs:
             workers[c].send({"cmd": "finish"})
             r = summarize(infos[c], records[c], workers[c].receive())
-            log(f"{c}: {r['sec_per_update']:.3f} s/update, {r['audio_s_per_s']:.2f} audio-s/s, "
+            log(f"{config_label(c)}: {r['sec_per_update']:.3f} s/update, {r['audio_s_per_s']:.2f} audio-s/s, "
+                f"{r.get('achieved_flops_per_s', float('nan')) / 1e9:.2f} GFLOP/s, "
                 f"peak RSS {r['peak_rss_mib']:.0f} MiB")
             results.append(r)
         return results
@@ -621,12 +750,16 @@ def run_group(configs: List[str], args, logdir: Path, t_start: float) -> List[Di
 
 def run_breakdown_process(config: str, args, logdir: Path) -> Dict:
     w = Worker("breakdown", config, args, args.breakdown_steps,
-               per_config(args.warmup, Path(config).stem, "warmup"),
-               per_config(args.max_tokens, Path(config).stem, "max-tokens"), logdir)
+               per_config(args.warmup, config_label(config), "warmup"),
+               per_config(args.max_tokens, config_label(config), "max-tokens"), logdir)
     try:
         return w.receive()
     finally:
         w.close()
+
+
+def _g(value: Optional[float], scale: float = 1e9, fmt: str = "{:.2f}") -> str:
+    return "n/a" if value is None else fmt.format(value / scale)
 
 
 def to_markdown(report: Dict) -> str:
@@ -637,10 +770,11 @@ def to_markdown(report: Dict) -> str:
         f"1-min load average {m['loadavg_start'][0]:.1f} at start, {m['loadavg_end'][0]:.1f} at end.",
         f"Corpus: `{m['data']}`. Command: `{m['command']}`",
         "",
-        "| config | recipe | params | M | max_tokens used (yaml) | timed updates | samples / update "
+        "| config | recipe | params | M | max_tokens used (yaml) | timed updates "
         "| audio s / update | student rows / update | s / update: mean (median) | updates/s "
-        "| audio-s/s: mean (median, best) | student rows/s | data % | CPU util | load | peak RSS MiB (after import) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| audio-s/s: mean (median, best) | data % | CPU util | load | peak RSS MiB (after import) "
+        "| GFLOP / update | GFLOP/s | MFU vs matmul |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     busy = [r for r in report["results"] if r["mean_loadavg"] > m["cores"] + 0.5 and r["threads"] > 1]
     if busy:
@@ -650,26 +784,42 @@ def to_markdown(report: Dict) -> str:
     if not report["results"]:
         lines = lines[:3]
     for r in report["results"]:
-        recipe = "d2v1 (encode masked, linear head)" if r["encode_masked"] else "d2v2 (drop masked, conv decoder)"
+        mfu = r.get("mfu")
         lines.append(
-            f"| {r['config']} | {recipe} | {r['params_student'] / 1e6:.2f}M | {r['clone_batch']} "
-            f"| {r['max_tokens']:,} ({r['yaml_max_tokens']:,}) | {r['steps']} | {r['samples_per_update']:.1f} "
+            f"| {r['config']} | {r['recipe']} | {r['params_student'] / 1e6:.2f}M | {r['clone_batch']} "
+            f"| {r['max_tokens']:,} ({r['yaml_max_tokens']:,}) | {r['steps']} "
             f"| {r['audio_s_per_update']:.1f} | {r['rows_per_update']:.0f} "
             f"| {r['sec_per_update']:.3f} ({r['median_sec_per_update']:.3f}) | {r['updates_per_s']:.3f} "
             f"| {r['audio_s_per_s']:.2f} ({r['median_audio_s_per_s']:.2f}, {r['best_audio_s_per_s']:.2f}) "
-            f"| {r['student_rows_per_s']:.1f} | {100 * r['data_fraction']:.1f} | {r['cpu_utilization']:.2f} "
-            f"| {r['mean_loadavg']:.1f} | {r['peak_rss_mib']:.0f} ({r['rss_import_mib']:.0f}) |")
+            f"| {100 * r['data_fraction']:.1f} | {r['cpu_utilization']:.2f} "
+            f"| {r['mean_loadavg']:.1f} | {r['peak_rss_mib']:.0f} ({r['rss_import_mib']:.0f}) "
+            f"| {_g(r.get('flops_per_update'), 1e9, '{:.1f}')} | {_g(r.get('achieved_flops_per_s'))} "
+            f"| {'n/a' if mfu is None else f'{100 * mfu:.1f}%'} |")
+    mm = report.get("matmul") or []
+    if mm:
+        peak = report["matmul_peak_flops_per_s"]
+        runs = ", ".join(f"{x['when']} {x['best_flops_per_s'] / 1e9:.1f} (median {x['median_flops_per_s'] / 1e9:.1f}, "
+                         f"load {x['load']:.1f})" for x in mm)
+        lines += ["", f"Measured dense matmul peak: {mm[0]['n']} x {mm[0]['n']} {mm[0]['dtype']} matmul, "
+                  f"{m['threads']} thread(s), best of {mm[0]['reps']} timings per run: **{peak / 1e9:.1f} GFLOP/s** "
+                  f"(runs, GFLOP/s: {runs}). GFLOP / update: model FLOPs counted with FlopCounterMode "
+                  f"(matmul, conv, attention; forward + backward) on the last warm-up update, per second "
+                  f"of its audio, times the timed updates' audio. MFU = GFLOP/s / matmul peak."]
     if report["ratios"]:
-        lines += ["", "Ratios, data2vec 2.0 / data2vec 1.0 recipe at equal model size (same batches, "
-                  "updates interleaved):", "",
-                  "| size | time per update: mean | time per update: median of paired updates "
-                  "| audio-s/s: mean | audio-s/s: median | audio-s/s: best | peak RSS | peak RSS above import |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "Ratios at equal encoder size (configs of one size interleaved update by update; "
+                  "\"s per audio-s\" pairs the updates of one round, so differently sized batches compare "
+                  "fairly):", "",
+                  "| size | config / baseline | time per update: mean | s per audio-s: median of rounds "
+                  "| audio-s/s: mean | audio-s/s: best | peak RSS | peak RSS above import "
+                  "| model FLOPs per audio-s | achieved FLOP/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for q in report["ratios"]:
-            lines.append(f"| {q['size']} ({q['d2v2']} / {q['d2v1']}) | {q['time_per_update']:.2f}x "
-                         f"| {q['paired_median_time_ratio']:.2f}x | {q['audio_s_per_s']:.2f}x "
-                         f"| {q['median_audio_s_per_s']:.2f}x | {q['best_audio_s_per_s']:.2f}x | {q['peak_rss']:.2f}x "
-                         f"| {q['peak_rss_above_import']:.2f}x |")
+            def x(key):
+                return "n/a" if q.get(key) is None else f"{q[key]:.2f}x"
+            lines.append(f"| {q['size']} | {q['config']} / {q['baseline']} | {x('time_per_update')} "
+                         f"| {x('paired_median_s_per_audio_s')} | {x('audio_s_per_s')} | {x('best_audio_s_per_s')} "
+                         f"| {x('peak_rss')} | {x('peak_rss_above_import')} | {x('flops_per_audio_s')} "
+                         f"| {x('achieved_flops_per_s')} |")
     b = report.get("breakdown")
     if b:
         lines += ["", f"Where the time of one `{b['config']}` update goes (torch.profiler, medians over "
@@ -688,33 +838,71 @@ def to_markdown(report: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def paired_median(a: Dict, b: Dict) -> float:
-    """Median over timed updates of a's time / b's time on the same batch (run back to back)."""
-    ta = {r["update"]: r for r in a["records"] if not r["warmup"]}
-    tb = {r["update"]: r for r in b["records"] if not r["warmup"]}
-    return median([ta[u]["total_s"] / tb[u]["total_s"] for u in ta
-                   if u in tb and ta[u]["shape"] == tb[u]["shape"]])
+def _timed(result: Dict) -> List[Dict]:
+    return [r for r in result["records"] if not r["warmup"]]
 
 
-def ratios(results: List[Dict]) -> List[Dict]:
-    by_name = {r["config"]: r for r in results}
+def paired_median(a: Dict, b: Dict) -> Optional[float]:
+    """Median over rounds of a's time / b's time per update; only when both saw the same batches."""
+    pairs = list(zip(_timed(a), _timed(b)))
+    if not pairs or any(x["shape"] != y["shape"] for x, y in pairs):
+        return None
+    return median([x["total_s"] / y["total_s"] for x, y in pairs])
+
+
+def paired_median_per_audio(a: Dict, b: Dict) -> float:
+    """Median over rounds (the k-th timed update of each config ran in the same round, back to
+    back) of a's seconds per audio-second / b's: fair also when the batches differ."""
+    return median([(x["total_s"] / x["audio_s"]) / (y["total_s"] / y["audio_s"])
+                   for x, y in zip(_timed(a), _timed(b))])
+
+
+def pick_baseline(results: List[Dict], choice: str) -> Optional[Dict]:
+    """The config every other one of its size is compared to: 'auto' = the wav2vec 2.0 peer if
+    present, else the data2vec 1.0 recipe; or 'w2v2', 'd2v1', or a config name."""
+    w2v2 = [r for r in results if r["family"] == "w2v2"]
+    d2v1 = [r for r in results if r["family"] == "d2v" and r["encode_masked"]]
+    if choice == "auto":
+        pool = w2v2 or d2v1
+    elif choice == "w2v2":
+        pool = w2v2
+    elif choice == "d2v1":
+        pool = d2v1
+    else:
+        pool = [r for r in results if r["config"] == choice or r["config"].split("_", 1)[-1] == choice]
+    return pool[0] if pool else None
+
+
+def ratios(results: List[Dict], baseline: str = "auto") -> List[Dict]:
+    def ratio(a, b, key):
+        return a[key] / b[key] if a.get(key) is not None and b.get(key) else None
+
     out = []
-    for name, r2 in by_name.items():
-        r1 = by_name.get(f"{name}_d2v1")
-        if r1 is None or r2["encode_masked"]:
+    sizes: Dict[str, List[Dict]] = {}
+    for r in results:
+        sizes.setdefault(r["config"].split("_")[0], []).append(r)
+    for size, group in sizes.items():
+        base = pick_baseline(group, baseline)
+        if base is None:
             continue
-        out.append({
-            "size": name.split("_")[0], "d2v2": name, "d2v1": r1["config"],
-            "time_per_update": r2["sec_per_update"] / r1["sec_per_update"],
-            "audio_s_per_s": r2["audio_s_per_s"] / r1["audio_s_per_s"],
-            "peak_rss": r2["peak_rss_mib"] / r1["peak_rss_mib"],
-            "peak_rss_above_import": (r2["peak_rss_mib"] - r2["rss_import_mib"])
-            / max(r1["peak_rss_mib"] - r1["rss_import_mib"], 1e-9),
-            "paired_median_time_ratio": paired_median(r2, r1),
-            "median_audio_s_per_s": r2["median_audio_s_per_s"] / r1["median_audio_s_per_s"],
-            "best_audio_s_per_s": r2["best_audio_s_per_s"] / r1["best_audio_s_per_s"],
-            "same_batches": [r["shape"] for r in r2["records"]] == [r["shape"] for r in r1["records"]],
-        })
+        for r in group:
+            if r is base:
+                continue
+            out.append({
+                "size": size, "config": r["config"], "baseline": base["config"],
+                "time_per_update": ratio(r, base, "sec_per_update"),
+                "audio_s_per_s": ratio(r, base, "audio_s_per_s"),
+                "median_audio_s_per_s": ratio(r, base, "median_audio_s_per_s"),
+                "best_audio_s_per_s": ratio(r, base, "best_audio_s_per_s"),
+                "peak_rss": ratio(r, base, "peak_rss_mib"),
+                "peak_rss_above_import": (r["peak_rss_mib"] - r["rss_import_mib"])
+                / max(base["peak_rss_mib"] - base["rss_import_mib"], 1e-9),
+                "paired_median_time_ratio": paired_median(r, base),
+                "paired_median_s_per_audio_s": paired_median_per_audio(r, base),
+                "flops_per_audio_s": ratio(r, base, "flops_per_audio_s"),
+                "achieved_flops_per_s": ratio(r, base, "achieved_flops_per_s"),
+                "same_batches": [x["shape"] for x in r["records"]] == [x["shape"] for x in base["records"]],
+            })
     return out
 
 
@@ -724,13 +912,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="*", default=DEFAULT_CONFIGS,
-                   help="config names under config/pretraining (or yaml paths); default: all four; "
-                        "none with only --breakdown")
+                   help="config names under config/pretraining or benchmarks/configs (or yaml paths), "
+                        "optionally with overrides after a '+' (tiny_audio+model.clone_batch=1); default: "
+                        "d2v2 M=8, d2v2 M=1, d2v1 and wav2vec 2.0 at tiny and base size; none with only --breakdown")
     p.add_argument("--steps", default=DEFAULT_STEPS,
                    help="timed updates per config: N, or per size like 'tiny=20,base=3' (default %(default)s)")
     p.add_argument("--warmup", default=DEFAULT_WARMUP,
-                   help="untimed warm-up updates, N or per size (default %(default)s; >= 2 includes "
-                        "an EMA step in every timed update)")
+                   help="untimed warm-up updates, N or per size (default %(default)s; at least 1: FLOPs "
+                        "are counted on the last one; >= 2 includes an EMA step in every timed update)")
     p.add_argument("--max-tokens", default=DEFAULT_MAX_TOKENS,
                    help="batch size in audio samples (fairseq dataset.max_tokens), N or per size "
                         "(default %(default)s; the base yamls use 1,000,000 per GPU)")
@@ -739,6 +928,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--data", default=str(REPO / "data" / "speech_corpus"),
                    help="folder with the fairseq manifests (train.tsv); default %(default)s")
     p.add_argument("--seed", type=int, default=None, help="default: the yaml's common.seed")
+    p.add_argument("--baseline", default="auto",
+                   help="what the ratio table divides by, per size: auto (the wav2vec 2.0 peer if present, "
+                        "else the data2vec 1.0 recipe), w2v2, d2v1, or a config name (default %(default)s)")
+    p.add_argument("--no-matmul", action="store_true",
+                   help="skip the dense matmul timing (no MFU column)")
     p.add_argument("--breakdown", default="tiny_audio",
                    help="config whose d2v2 step is profiled part by part ('none' to skip)")
     p.add_argument("--breakdown-steps", type=int, default=5, help="profiled updates (default %(default)s)")
@@ -773,6 +967,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.steps_n, args.warmup_n, args.max_tokens_n = int(args.steps), int(args.warmup), int(args.max_tokens)
         if args.kind == "breakdown":
             send(run_breakdown(args))
+        elif args.kind == "matmul":
+            import torch as _torch
+            from flops import time_matmul
+
+            _torch.set_num_threads(args.threads)
+            send(time_matmul(MATMUL_N, reps=args.steps_n, dtype=_torch.float32, device="cpu"))
         else:
             run_throughput(args, send, receive)
         return 0
@@ -782,15 +982,29 @@ def main(argv: Optional[List[str]] = None) -> int:
                          f"`python examples/make_speech_corpus.py data/speech_corpus`")
     t_start = time.perf_counter()
     load_start = os.getloadavg()
-    results = []
+    results, matmul = [], []
+
+    def time_the_matmul(label):
+        if args.configs and not args.no_matmul:
+            matmul.append(run_matmul(args, Path(tmp), label))
+            print(f"[{time.perf_counter() - t_start:6.1f}s] matmul {MATMUL_N}x{MATMUL_N} fp32 ({label}): "
+                  f"{matmul[-1]['best_flops_per_s'] / 1e9:.1f} GFLOP/s", file=sys.stderr, flush=True)
+
     with tempfile.TemporaryDirectory(prefix="d2v_bench_") as tmp:
         for group in groups_of(args.configs):
+            time_the_matmul(f"before {size_of(group[0])}")
             results += run_group(group, args, Path(tmp), t_start)
+        time_the_matmul("end")
         breakdown = None
         if args.breakdown and args.breakdown.lower() != "none":
             print(f"[{time.perf_counter() - t_start:6.1f}s] profiling the parts of {args.breakdown} "
                   f"({args.breakdown_steps} updates)", file=sys.stderr, flush=True)
             breakdown = run_breakdown_process(args.breakdown, args, Path(tmp))
+
+    peak = max((x["best_flops_per_s"] for x in matmul), default=None)
+    for r in results:
+        r["mfu"] = r["achieved_flops_per_s"] / peak if peak and "achieved_flops_per_s" in r else None
+        r["best_mfu"] = r["best_achieved_flops_per_s"] / peak if peak and "achieved_flops_per_s" in r else None
 
     import fairseq
     report = {
@@ -805,7 +1019,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             "loadavg_start": list(load_start), "loadavg_end": list(os.getloadavg()),
         },
         "results": results,
-        "ratios": ratios(results),
+        "matmul": matmul,
+        "matmul_peak_flops_per_s": peak,
+        "ratios": ratios(results, args.baseline),
         "breakdown": breakdown,
     }
     markdown = to_markdown(report)

@@ -1,10 +1,14 @@
 """Smoke test of benchmarks/pretraining_throughput.py (not a timing test: no speed is asserted).
 
-Runs the script end to end on the two tiny configs, 2 timed updates each with small batches,
-plus a 1-update part-by-part profile, on a small synthetic corpus, and checks that every
-config reports positive numbers and that the markdown and JSON outputs are written.
+Runs the script end to end on the four tiny configs (data2vec 2.0 with M = 4 and, through an
+override, M = 1; the data2vec 1.0 recipe; fairseq's own wav2vec 2.0), 2 timed updates each with
+small batches, the FLOP count and the matmul timing, plus a 1-update part-by-part profile, on a
+small synthetic corpus, and checks that every config reports positive, consistent numbers and
+that the markdown and JSON outputs are written.
 """
 import json
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +19,7 @@ import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "pretraining_throughput.py"
-CONFIGS = ["tiny_audio", "tiny_audio_d2v1"]
+CONFIGS = ["tiny_audio", "tiny_audio+model.clone_batch=1", "tiny_audio_d2v1", "tiny_audio_w2v2"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +46,8 @@ def report(corpus, tmp_path_factory):
     cmd = [sys.executable, str(SCRIPT), "--configs", *CONFIGS, "--data", str(corpus),
            "--steps", "2", "--warmup", "1", "--max-tokens", "64000", "--threads", "1",
            "--breakdown", "tiny_audio", "--breakdown-steps", "1", "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return out, json.loads(out.with_suffix(".json").read_text()), proc.stdout
 
@@ -60,19 +65,61 @@ def test_every_config_reports_positive_numbers(report):
         assert r["peak_rss_mib"] >= r["rss_import_mib"], name
         assert r["max_tokens"] == 64000
     # d2v2 has M = clone_batch student rows per sample, the 1.0 recipe one; the audio counts once.
-    assert results["tiny_audio"]["clone_batch"] > 1 and results["tiny_audio_d2v1"]["clone_batch"] == 1
-    assert results["tiny_audio"]["rows_per_update"] == pytest.approx(
-        results["tiny_audio"]["samples_per_update"] * results["tiny_audio"]["clone_batch"])
-    assert results["tiny_audio"]["audio_s_per_update"] == pytest.approx(
-        results["tiny_audio_d2v1"]["audio_s_per_update"])  # same batches for both recipes
+    d2v2, d2v2_m1 = results["tiny_audio"], results["tiny_audio+model.clone_batch=1"]
+    assert d2v2["clone_batch"] > 1 and d2v2_m1["clone_batch"] == 1
+    assert results["tiny_audio_d2v1"]["clone_batch"] == 1
+    assert d2v2["rows_per_update"] == pytest.approx(d2v2["samples_per_update"] * d2v2["clone_batch"])
+    for name in CONFIGS[1:3]:  # the data2vec configs see the same batches
+        assert d2v2["audio_s_per_update"] == pytest.approx(results[name]["audio_s_per_update"])
+    # the peer is fairseq's own wav2vec 2.0, not our model
+    w2v2 = results["tiny_audio_w2v2"]
+    assert (w2v2["family"], w2v2["model"], w2v2["task"], w2v2["criterion"]) == (
+        "w2v2", "wav2vec2", "audio_pretraining", "wav2vec")
+    assert (d2v2["model"], d2v2["task"], d2v2["criterion"]) == ("data2vec_multi", "data2vec_pretraining", "data2vec")
+    # the same encoder size for every peer
+    assert {(r["depth"], r["embed_dim"]) for r in results.values()} == {(4, 64)}
+
+
+def test_flops_and_mfu(report):
+    _, data, _ = report
+    results = {r["config"]: r for r in data["results"]}
+    matmul = data["matmul"]
+    assert len(matmul) == 2 and all(m["n"] == 2048 and m["best_flops_per_s"] > 0 for m in matmul)
+    peak = data["matmul_peak_flops_per_s"]
+    assert peak == max(m["best_flops_per_s"] for m in matmul)
+    for name, r in results.items():
+        for key in ("flops_counted_update", "flops_per_audio_s", "flops_per_update", "achieved_flops_per_s", "mfu"):
+            assert math.isfinite(r[key]) and r[key] > 0, (name, key, r[key])
+        # FLOP/s = FLOPs per update / seconds per update; MFU = that / the measured matmul peak
+        assert r["achieved_flops_per_s"] == pytest.approx(r["flops_per_update"] / r["sec_per_update"], rel=1e-9)
+        assert r["mfu"] == pytest.approx(r["achieved_flops_per_s"] / peak, rel=1e-9)
+        assert r["mfu"] < 1.0, (name, r["mfu"])  # a 300k-parameter model cannot beat a 2048^2 matmul
+        # the counted update is a real forward + backward: convolutions and their backward, matmuls
+        ops = r["flops_by_op"]
+        assert ops.get("aten.convolution", 0) > 0 and ops.get("aten.convolution_backward", 0) > 0, ops
+        assert sum(ops.values()) == r["flops_counted_update"]
+        # lower bound: the student blocks' linear layers alone, forward + backward (3 x 2 FLOPs per
+        # weight per token; halved for layerdrop and rounding)
+        rec = [x for x in r["records"] if "flops" in x][-1]
+        tokens = rec["rows"] * (rec["frames"] if r["encode_masked"] else rec["kept"])
+        block_weights = r["depth"] * 12 * r["embed_dim"] ** 2
+        assert r["flops_counted_update"] > 0.5 * 6 * block_weights * tokens, name
+    # all three data2vec configs counted FLOPs on the same batch: M = 4 copies cost more than one
+    counted = {n: results[n]["flops_counted_update"] for n in CONFIGS}
+    assert len({tuple([x for x in results[n]["records"] if "flops" in x][-1]["shape"]) for n in CONFIGS[:3]}) == 1
+    assert counted["tiny_audio"] > counted["tiny_audio+model.clone_batch=1"]
+    assert counted["tiny_audio_d2v1"] > counted["tiny_audio+model.clone_batch=1"]  # encodes the masked half too
 
 
 def test_ratios_and_breakdown(report):
     _, data, _ = report
-    (ratio,) = data["ratios"]
-    assert ratio["size"] == "tiny" and ratio["same_batches"]
-    for key in ("time_per_update", "paired_median_time_ratio", "audio_s_per_s", "peak_rss"):
-        assert ratio[key] > 0, key
+    ratios = {q["config"]: q for q in data["ratios"]}
+    assert sorted(ratios) == sorted(c for c in CONFIGS if c != "tiny_audio_w2v2")
+    for name, q in ratios.items():
+        assert q["size"] == "tiny" and q["baseline"] == "tiny_audio_w2v2"
+        for key in ("time_per_update", "paired_median_s_per_audio_s", "audio_s_per_s", "peak_rss",
+                    "flops_per_audio_s", "achieved_flops_per_s"):
+            assert q[key] > 0, (name, key)
     b = data["breakdown"]
     assert b["config"] == "tiny_audio" and b["profiled_update_ms"] > 0
     parts = {p["part"]: p for p in b["parts"]}
@@ -87,5 +134,6 @@ def test_markdown_output(report):
     text = out.read_text()
     for name in CONFIGS:
         assert f"| {name} |" in text
-    assert "Ratios, data2vec 2.0 / data2vec 1.0" in text and "Where the time" in text
+    assert "MFU vs matmul" in text and "Measured dense matmul peak" in text
+    assert "| tiny | tiny_audio / tiny_audio_w2v2 |" in text and "Where the time" in text
     assert text.strip() in stdout
