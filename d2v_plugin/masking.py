@@ -7,6 +7,7 @@ from the student, regressed by the decoder).
 from __future__ import annotations
 
 import ast
+from dataclasses import dataclass
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -115,6 +116,21 @@ def sample_block_mask(
     if target > 0:
         fixed.scatter_(1, score.topk(target, dim=1).indices, True)
     return ~fixed if inverse else fixed
+
+
+@dataclass(frozen=True)
+class BlockMaskSampler:
+    """``sample_block_mask`` with fixed settings: a picklable ``(rows, length, generator)``
+    callable that the data loader's workers use to expand a batch into its student masks."""
+
+    mask_prob: float
+    mask_length: int
+    mask_prob_adjust: float = 0.0
+    inverse: bool = False
+
+    def __call__(self, num_rows: int, length: int, generator: Optional[torch.Generator] = None):
+        return sample_block_mask(num_rows, length, self.mask_prob, self.mask_length,
+                                 self.mask_prob_adjust, self.inverse, generator=generator)
 
 
 def mask_info_from_mask(mask: torch.Tensor) -> MaskInfo:

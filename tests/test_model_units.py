@@ -72,7 +72,7 @@ def test_teacher_encodes_each_sample_once_and_targets_line_up_with_the_student_r
     out = model(source, precomputed_mask=mask)
     assert seen == [B]  # one teacher pass for B samples, not B * M
     local = model.modality_encoders["AUDIO"].local_features(source)
-    targets = model.teacher_targets(local, None)                 # (B, T, D)
+    targets = model.teacher_targets(source, local, None)                 # (B, T, D)
     prediction = decoded[0]                                       # (B*M, T, D)
     rows, cols = mask.nonzero(as_tuple=True)
     expected = (prediction[rows, cols] - targets[rows // M, cols]) ** 2 / math.sqrt(32)
@@ -113,7 +113,7 @@ def test_loss_is_l2_scaled_by_inverse_sqrt_dim_or_loss_scale_or_smooth_l1():
         model.modality_encoders["AUDIO"].decoder.register_forward_hook(lambda m, i, o: captured.update(p=o))
         out = model(source, precomputed_mask=mask)
         local = model.modality_encoders["AUDIO"].local_features(source)
-        y = model.teacher_targets(local, None)
+        y = model.teacher_targets(source, local, None)
         rows, cols = mask.nonzero(as_tuple=True)
         return out["losses"]["AUDIO_regression"], captured["p"][rows, cols], y[rows // 3, cols]
 
@@ -211,5 +211,6 @@ def test_bf16_student_keeps_teacher_targets_and_loss_in_float32():
     assert model.blocks[0].mlp.fc1.weight.grad.dtype == torch.bfloat16
     model.set_num_updates(1)
     assert all(p.dtype == torch.float32 for p in model.teacher.model.parameters())
-    local = model.modality_encoders["AUDIO"].local_features(torch.randn(2, 16000).to(torch.bfloat16))
-    assert model.teacher_targets(local, None).dtype == torch.float32
+    source = torch.randn(2, 16000).to(torch.bfloat16)
+    local = model.modality_encoders["AUDIO"].local_features(source)
+    assert model.teacher_targets(source, local, None).dtype == torch.float32

@@ -28,39 +28,36 @@ class DecoderConfig(FairseqDataclass):
 
 
 @dataclass
-class AudioModalityConfig(FairseqDataclass):
+class ModalityConfig(FairseqDataclass):
+    """What every modality encoder has: masking, prenet, extra tokens, ALiBi, decoder.
+
+    Defaults are the audio ones; each modality's subclass restates the fields whose paper
+    default differs.
+    """
+
     type: str = "AUDIO"
-    feature_encoder_spec: str = field(
-        default=BASE_AUDIO_CONV_SPEC,
-        metadata={"help": "conv feature encoder as a list of (dim, kernel, stride); 320x at 16 kHz"})
-    extractor_mode: ChoiceEnum(["layer_norm", "default"]) = field(
-        default="layer_norm", metadata={"help": "normalisation inside the conv feature encoder"})
-    conv_pos_width: int = field(default=95, metadata={"help": "total width of the conv positional encoder"})
-    conv_pos_groups: int = field(default=16, metadata={"help": "groups of each positional conv"})
-    conv_pos_depth: int = field(
-        default=5, metadata={"help": "positional conv layers, each of kernel max(3, width // depth)"})
-    conv_pos_pre_ln: bool = field(default=False, metadata={"help": "layer norm before the positional convs"})
     prenet_depth: int = field(default=0, metadata={"help": "modality-specific transformer blocks"})
     prenet_layerdrop: float = 0.05
     prenet_dropout: float = field(default=0.1, metadata={"help": "dropout after the context layer norm"})
     start_drop_path_rate: float = 0.0
     end_drop_path_rate: float = 0.0
-    num_extra_tokens: int = 0
+    num_extra_tokens: int = field(default=0, metadata={"help": "learned tokens prepended to every sample (CLS)"})
+    init_extra_token_zero: bool = True
     mask_noise_std: float = field(
         default=0.01, metadata={"help": "std of the Gaussian noise that fills masked positions for the decoder"})
-    mask_prob: float = field(default=0.5, metadata={"help": "fraction of frames masked per student row"})
+    mask_prob: float = field(default=0.5, metadata={"help": "fraction of positions masked per student row"})
     mask_prob_adjust: float = field(
-        default=0.05, metadata={"help": "extra span starts, compensating for overlapping spans"})
-    mask_length: int = field(default=5, metadata={"help": "span (block) length in frames"})
+        default=0.05, metadata={"help": "extra block starts, compensating for overlapping blocks"})
+    mask_length: int = field(default=5, metadata={"help": "block length (per side for 2D blocks)"})
     inverse_mask: bool = field(
         default=False, metadata={"help": "inverse block masking: choose blocks to keep, mask the rest"})
     encoder_zero_mask: bool = field(
-        default=True, metadata={"help": "zero masked frames before the positional conv (else Gaussian noise)"})
+        default=True, metadata={"help": "zero masked positions before the positional encoder (else Gaussian noise)"})
     mask_channel_prob: float = field(default=0.0, metadata={"help": "channel masking, used when fine-tuning"})
     mask_channel_length: int = 64
     ema_local_encoder: bool = field(
-        default=False, metadata={"help": "the teacher keeps its own EMA copy of the feature encoder"})
-    local_grad_mult: float = field(default=1.0, metadata={"help": "gradient scale into the feature encoder"})
+        default=False, metadata={"help": "the teacher keeps its own EMA copy of the local encoder"})
+    local_grad_mult: float = field(default=1.0, metadata={"help": "gradient scale into the local encoder"})
     use_alibi_encoder: bool = field(default=True, metadata={"help": "ALiBi attention bias"})
     alibi_scale: float = field(default=1.0, metadata={"help": "initial ALiBi scale"})
     learned_alibi_scale: bool = True
@@ -72,8 +69,83 @@ class AudioModalityConfig(FairseqDataclass):
 
 
 @dataclass
+class AudioModalityConfig(ModalityConfig):
+    type: str = "AUDIO"
+    feature_encoder_spec: str = field(
+        default=BASE_AUDIO_CONV_SPEC,
+        metadata={"help": "conv feature encoder as a list of (dim, kernel, stride); 320x at 16 kHz"})
+    extractor_mode: ChoiceEnum(["layer_norm", "default"]) = field(
+        default="layer_norm", metadata={"help": "normalisation inside the conv feature encoder"})
+    conv_pos_width: int = field(default=95, metadata={"help": "total width of the conv positional encoder"})
+    conv_pos_groups: int = field(default=16, metadata={"help": "groups of each positional conv"})
+    conv_pos_depth: int = field(
+        default=5, metadata={"help": "positional conv layers, each of kernel max(3, width // depth)"})
+    conv_pos_pre_ln: bool = field(default=False, metadata={"help": "layer norm before the positional convs"})
+
+
+def _image_decoder() -> DecoderConfig:
+    return DecoderConfig(decoder_dim=768, decoder_groups=16, decoder_kernel=3, decoder_layers=6,
+                         input_dropout=0.0)
+
+
+@dataclass
+class ImageModalityConfig(ModalityConfig):
+    """Patches + fixed 2D sin-cos positions + CLS; paper base values (ImageNet, 224 px)."""
+
+    type: str = "IMAGE"
+    input_size: int = field(default=224, metadata={"help": "images are square crops of this size"})
+    in_chans: int = 3
+    patch_size: int = 16
+    embed_dim: int = field(default=768, metadata={"help": "patch embedding width (= model.embed_dim)"})
+    fixed_positions: bool = field(default=True, metadata={"help": "fixed 2D sin-cos positions"})
+    prenet_depth: int = 2
+    prenet_layerdrop: float = 0.0
+    prenet_dropout: float = 0.0
+    num_extra_tokens: int = 1
+    init_extra_token_zero: bool = False
+    mask_prob: float = 0.8
+    mask_prob_adjust: float = 0.07
+    mask_length: int = 3
+    inverse_mask: bool = True
+    ema_local_encoder: bool = True
+    use_alibi_encoder: bool = False
+    learned_alibi_scale: bool = False
+    learned_alibi_scale_per_head: bool = False
+    decoder: DecoderConfig = field(default_factory=_image_decoder)
+
+
+def _text_decoder() -> DecoderConfig:
+    return DecoderConfig(decoder_dim=768, decoder_groups=1, decoder_kernel=9, decoder_layers=5,
+                         decoder_residual=False, projection_layers=2, projection_ratio=2.0)
+
+
+@dataclass
+class TextModalityConfig(ModalityConfig):
+    """Token embedding + learned positions; paper base values (BERT-style BPE text)."""
+
+    type: str = "TEXT"
+    max_source_positions: int = 512
+    learned_pos: bool = True
+    dropout: float = field(default=0.1, metadata={"help": "dropout on the token + position embedding"})
+    no_scale_embedding: bool = True
+    layernorm_embedding: bool = True
+    no_token_positional_embeddings: bool = False
+    prenet_layerdrop: float = 0.0
+    prenet_dropout: float = 0.0
+    mask_prob: float = 0.48
+    mask_prob_adjust: float = 0.0
+    mask_length: int = 1
+    use_alibi_encoder: bool = False
+    learned_alibi_scale: bool = False
+    learned_alibi_scale_per_head: bool = False
+    decoder: DecoderConfig = field(default_factory=_text_decoder)
+
+
+@dataclass
 class ModalitiesConfig(FairseqDataclass):
     audio: AudioModalityConfig = field(default_factory=AudioModalityConfig)
+    image: ImageModalityConfig = field(default_factory=ImageModalityConfig)
+    text: TextModalityConfig = field(default_factory=TextModalityConfig)
 
 
 @dataclass

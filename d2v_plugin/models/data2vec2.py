@@ -16,15 +16,14 @@ import torch.nn.functional as F
 from fairseq.models import BaseFairseqModel, register_model
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
 
-from ..masking import MaskInfo, mask_info_from_mask, sample_block_mask
-from .audio_encoder import AudioEncoder, Contextualized, LayerMasks, make_block
+from ..masking import MaskInfo, mask_info_from_mask
+from . import audio_encoder  # noqa: F401  (registers AUDIO)
 from .config import Data2Vec2Config
 from .ema import EMATeacher, ema_decay_at
+from .modality import MODALITY_ENCODERS, Contextualized, LayerMasks, ModalityEncoder, make_block
 from .targets import average_top_k
 
 logger = logging.getLogger(__name__)
-
-MODALITY_ENCODERS = {"AUDIO": AudioEncoder}
 
 
 class RepresentationCollapse(RuntimeError):
@@ -50,7 +49,7 @@ def batch_std(y: torch.Tensor) -> torch.Tensor:
 
 @register_model("data2vec_multi", dataclass=Data2Vec2Config)
 class Data2Vec2Model(BaseFairseqModel):
-    def __init__(self, cfg: Data2Vec2Config, skip_ema: bool = False):
+    def __init__(self, cfg: Data2Vec2Config, skip_ema: bool = False, task=None):
         super().__init__()
         self.cfg = cfg
         self.modality = cfg.supported_modality.upper()
@@ -59,7 +58,7 @@ class Data2Vec2Model(BaseFairseqModel):
                              f"{sorted(MODALITY_ENCODERS)}")
         modality_cfg = getattr(cfg.modalities, self.modality.lower())
         self.modality_encoders = nn.ModuleDict(
-            {self.modality: MODALITY_ENCODERS[self.modality](modality_cfg, cfg)})
+            {self.modality: MODALITY_ENCODERS[self.modality](modality_cfg, cfg, task=task)})
         rates = np.linspace(cfg.start_drop_path_rate, cfg.end_drop_path_rate, cfg.depth)
         self.blocks = nn.ModuleList([make_block(cfg, float(r)) for r in rates])
         self.norm = (nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps, elementwise_affine=cfg.norm_affine)
@@ -71,21 +70,31 @@ class Data2Vec2Model(BaseFairseqModel):
         self.num_updates = 0
         self.teacher: Optional[EMATeacher] = None
         if not skip_ema:
-            self.teacher = EMATeacher(self, drop=self._parts_not_in_teacher())
+            self.teacher = EMATeacher(self._teacher_source(), drop=self._parts_not_in_teacher())
             self.teacher.decay = cfg.ema_decay
 
     @classmethod
     def build_model(cls, cfg: Data2Vec2Config, task=None):
-        return cls(cfg)
+        return cls(cfg, task=task)
+
+    def _teacher_source(self) -> nn.Module:
+        """What the teacher is an EMA of: the shared blocks only (``ema_encoder_only``, text),
+        or the whole model minus the parts listed by ``_parts_not_in_teacher``."""
+        return self.blocks if self.cfg.ema_encoder_only else self
 
     def _parts_not_in_teacher(self) -> List[str]:
+        if self.cfg.ema_encoder_only:
+            return []
         parts = []
         for name, encoder in self.modality_encoders.items():
-            parts.append(f"modality_encoders.{name}.decoder")
-            if not encoder.cfg.ema_local_encoder:
-                parts += [f"modality_encoders.{name}.local_encoder", f"modality_encoders.{name}.project_features"]
+            prefix = f"modality_encoders.{name}."
+            parts.append(prefix + "decoder")
+            kept = set(encoder.teacher_parts())
+            for local in ("local_encoder", "project_features"):
+                if local not in kept and hasattr(encoder, local):
+                    parts.append(prefix + local)
             if encoder.mask_emb is not None:
-                parts.append(f"modality_encoders.{name}.mask_emb")
+                parts.append(prefix + "mask_emb")
         return parts
 
     # ---- training schedule -------------------------------------------------------------
@@ -102,7 +111,7 @@ class Data2Vec2Model(BaseFairseqModel):
                                  self.cfg.ema_anneal_end_step)
             if teacher.num_updates > 0 or num_updates == 1:
                 if decay < 1.0:
-                    teacher.step(self, decay)
+                    teacher.step(self._teacher_source(), decay)
             teacher.decay = decay
             teacher.num_updates = num_updates
         self.num_updates = num_updates
@@ -115,51 +124,77 @@ class Data2Vec2Model(BaseFairseqModel):
         if features_only:
             return self.extract_features(source, padding_mask, mask=mask, mode=mode,
                                          remove_extra_tokens=remove_extra_tokens)
-        encoder = self.modality_encoders[(mode or self.modality).upper()]
+        mode = (mode or self.modality).upper()
+        encoder = self.modality_encoders[mode]
         clones = self.cfg.clone_batch
         local = encoder.local_features(source)                                 # (B, T, D)
         B, T, _ = local.shape
-        frame_padding = encoder.frame_padding_mask(padding_mask, T)            # (B, T) | None
+        frame_padding = encoder.frame_padding_mask(source, padding_mask, T)    # (B, T) | None
         mask_info = self._student_masks(encoder, precomputed_mask, B * clones, T, local.device)
         student_in = encoder.contextualize(
             _repeat(local, clones), _repeat(frame_padding, clones), mask_info,
             remove_masked=not self.cfg.encode_masked)
-        x, _ = self._run_blocks(self.blocks, student_in, collect=False)        # (B*M, K, D)
+        x, _ = self._run_blocks(self.blocks, student_in, collect=False)        # (B*M, E+K, D)
         prediction = encoder.decode(x, mask_info)                              # (B*M, T, D)
-        targets = self.teacher_targets(local, frame_padding, mode)             # (B, T, D)
-        return self._regression(prediction, targets, mask_info)
+        targets = self.teacher_targets(source, local, frame_padding, mode)     # (B, T, D)
+        result = self._regression(prediction, targets, mask_info)
+        if self.cfg.cls_loss > 0:
+            result["losses"]["cls"] = self._cls_loss(x, targets, encoder, result["sample_size"])
+        return result
 
     def extract_features(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
                          mask: bool = False, mode: Optional[str] = None,
                          remove_extra_tokens: bool = True, **unused) -> Dict:
         """wav2vec 2.0-style features: {"x": (B, T, D), "padding_mask": (B, T) | None,
-        "layer_results": per-block target candidates (B, T, D)}; ``mask=True`` applies
-        fine-tuning-style masking (masked frames replaced, none dropped)."""
+        "layer_results": per-block target candidates (B, E + T, D)}; ``mask=True`` applies
+        fine-tuning-style masking (masked positions replaced, none dropped). Extra tokens (CLS)
+        lead "x" unless ``remove_extra_tokens``."""
         encoder = self.modality_encoders[(mode or self.modality).upper()]
         local = encoder.local_features(source)
         B, T, _ = local.shape
-        frame_padding = encoder.frame_padding_mask(padding_mask, T)
+        frame_padding = encoder.frame_padding_mask(source, padding_mask, T)
         mask_info = None
         if mask:
-            mask_info = mask_info_from_mask(self._sample_masks(encoder, B, T).to(local.device))
+            masks = encoder.mask_sampler(encoder.cfg)(B, T, None)
+            mask_info = mask_info_from_mask(masks.to(local.device))
         ctx = encoder.contextualize(local, frame_padding, mask_info, remove_masked=False)
         x, layer_results = self._run_blocks(self.blocks, ctx, collect=True)
-        return {"x": x, "padding_mask": frame_padding, "layer_results": layer_results,
-                "mask": mask_info}
+        padding = ctx.padding_mask if ctx.padding_mask is not None else frame_padding
+        if remove_extra_tokens and encoder.num_extra_tokens > 0:
+            x = x[:, encoder.num_extra_tokens:]
+            padding = frame_padding
+        return {"x": x, "padding_mask": padding, "layer_results": layer_results, "mask": mask_info}
 
     @torch.no_grad()
-    def teacher_targets(self, local: torch.Tensor, frame_padding: Optional[torch.Tensor],
-                        mode: Optional[str] = None) -> torch.Tensor:
-        """The teacher encodes each unmasked sample once: top-K averaged targets (B, T, D)."""
+    def teacher_targets(self, source: torch.Tensor, local: torch.Tensor,
+                        frame_padding: Optional[torch.Tensor], mode: Optional[str] = None) -> torch.Tensor:
+        """The teacher encodes each unmasked sample once: top-K averaged targets (B, T, D).
+
+        Its input is the student's local features, except with ``ema_local_encoder`` (the
+        teacher runs its own copy on the source) and ``ema_encoder_only`` (the teacher is only
+        the blocks, fed by the student's own modality encoder).
+        """
         if self.teacher is None:
             raise RuntimeError("this model has no teacher (remove_pretraining_modules was called)")
         teacher = self.teacher.model
         if next(teacher.parameters()).device != local.device:
             self.teacher.to(local.device)
         teacher.eval()
-        encoder = teacher.modality_encoders[(mode or self.modality).upper()]
-        ctx = encoder.contextualize(local.detach().float(), frame_padding, None, remove_masked=False)
-        _, layer_results = self._run_blocks(teacher.blocks, ctx, collect=True, training=False)
+        mode = (mode or self.modality).upper()
+        if self.cfg.ema_encoder_only:
+            encoder = self.modality_encoders[mode]
+            ctx = encoder.contextualize(local.detach(), frame_padding, None, remove_masked=False)
+            blocks = teacher
+        else:
+            encoder = teacher.modality_encoders[mode]
+            if "local_encoder" in encoder.teacher_parts():
+                local = encoder.local_features(source.float() if source.is_floating_point() else source)
+            ctx = encoder.contextualize(local.detach().float(), frame_padding, None, remove_masked=False)
+            blocks = teacher.blocks
+        ctx = ctx._replace(x=ctx.x.float())
+        _, layer_results = self._run_blocks(blocks, ctx, collect=True, training=False)
+        extra = encoder.num_extra_tokens
+        layer_results = [y[:, extra:] for y in layer_results]
         cfg = self.cfg
         return average_top_k(layer_results, cfg.average_top_k_layers, cfg.instance_norm_target_layer,
                              cfg.layer_norm_target_layer, cfg.layer_norm_targets, cfg.instance_norm_targets)
@@ -168,7 +203,7 @@ class Data2Vec2Model(BaseFairseqModel):
                     training: Optional[bool] = None):
         training = self.training if training is None else training
         x = ctx.x
-        if self.dropout_input is not None:
+        if self.dropout_input is not None and training:
             x = self.dropout_input(x)
         masks = LayerMasks(ctx.alibi_bias, ctx.alibi_scale, ctx.padding_mask, x.dtype)
         layer_results = []
@@ -182,13 +217,10 @@ class Data2Vec2Model(BaseFairseqModel):
             x = self.norm(x)
         return x, layer_results
 
-    def _sample_masks(self, encoder: AudioEncoder, rows: int, frames: int) -> torch.Tensor:
-        c = encoder.cfg
-        return sample_block_mask(rows, frames, c.mask_prob, c.mask_length, c.mask_prob_adjust, c.inverse_mask)
-
-    def _student_masks(self, encoder, precomputed_mask, rows: int, frames: int, device) -> MaskInfo:
+    def _student_masks(self, encoder: ModalityEncoder, precomputed_mask, rows: int, frames: int,
+                       device) -> MaskInfo:
         if precomputed_mask is None:
-            precomputed_mask = self._sample_masks(encoder, rows, frames)
+            precomputed_mask = encoder.mask_sampler(encoder.cfg)(rows, frames, None)
         elif tuple(precomputed_mask.shape) != (rows, frames):
             raise ValueError(f"precomputed_mask has shape {tuple(precomputed_mask.shape)}, expected "
                              f"(batch * clone_batch, frames) = ({rows}, {frames}); does the task's "
@@ -215,6 +247,18 @@ class Data2Vec2Model(BaseFairseqModel):
             result["ema_decay"] = self.teacher.decay if self.teacher is not None else 0.0
             self._check_collapse(result["target_var"], result["pred_var"])
         return result
+
+    def _cls_loss(self, x: torch.Tensor, targets: torch.Tensor, encoder: ModalityEncoder,
+                  sample_size: torch.Tensor) -> torch.Tensor:
+        """The last extra (CLS) token regresses the mean of its sample's targets over positions,
+        weighted by ``cls_loss`` x the number of masked positions (the reference's scaling)."""
+        if encoder.num_extra_tokens == 0:
+            raise ValueError("cls_loss > 0 needs an extra (CLS) token: set num_extra_tokens >= 1")
+        cls_target = _repeat(targets.mean(dim=1), self.cfg.clone_batch)
+        cls_pred = x[:, encoder.num_extra_tokens - 1].float()
+        loss = F.mse_loss(cls_pred, cls_target, reduction="none")
+        scale = self.cfg.loss_scale if self.cfg.loss_scale is not None else 1 / math.sqrt(x.size(-1))
+        return loss * scale * (self.cfg.cls_loss * sample_size)
 
     def _check_collapse(self, target_var: torch.Tensor, pred_var: torch.Tensor) -> None:
         if self.num_updates <= self.cfg.collapse_check_after:

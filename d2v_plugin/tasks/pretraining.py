@@ -5,11 +5,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.tasks import FairseqTask, register_task
+from fairseq.tasks import register_task
 from omegaconf import II, MISSING
 
 from ..data.audio_dataset import AudioPretrainingDataset, ExpanderConfig
 from ..masking import parse_conv_spec
+from .base import MaskedPretrainingTask
 
 logger = logging.getLogger(__name__)
 
@@ -26,15 +27,11 @@ class Data2VecPretrainingConfig(FairseqDataclass):
 
 
 @register_task("data2vec_pretraining", dataclass=Data2VecPretrainingConfig)
-class Data2VecPretrainingTask(FairseqTask):
-    """Builds datasets whose collater is the multi-mask batch expander.
-
-    The expander's settings (clone_batch, mask_prob, mask_length, ...) are read from the
-    model config when the model is built -- fairseq builds the model before it loads any
-    dataset -- so the model config is their single source of truth.
-    """
+class Data2VecPretrainingTask(MaskedPretrainingTask):
+    """Audio: manifests of wav files; the collater is the multi-mask batch expander."""
 
     cfg: Data2VecPretrainingConfig
+    modality = "AUDIO"
 
     def __init__(self, cfg: Data2VecPretrainingConfig):
         super().__init__(cfg)
@@ -47,9 +44,7 @@ class Data2VecPretrainingTask(FairseqTask):
 
     def load_dataset(self, split: str, **kwargs) -> None:
         cfg = self.cfg
-        if self.conv_spec is None:
-            raise RuntimeError("build the model before loading datasets: the batch expander "
-                               "takes its masking settings from the model config")
+        self.require_model()
         self.datasets[split] = AudioPretrainingDataset(
             os.path.join(cfg.data, f"{split}.tsv"), self.conv_spec,
             sample_rate=cfg.sample_rate, min_sample_size=cfg.min_sample_size,
@@ -59,9 +54,9 @@ class Data2VecPretrainingTask(FairseqTask):
 
     def build_model(self, model_cfg, from_checkpoint: bool = False):
         model = super().build_model(model_cfg, from_checkpoint)
-        audio = model.cfg.modalities.audio
+        audio = self.modality_cfg
         self.conv_spec = parse_conv_spec(audio.feature_encoder_spec)
-        self.expander = ExpanderConfig(model.cfg.clone_batch, audio.mask_prob, audio.mask_length,
+        self.expander = ExpanderConfig(self.clone_batch, audio.mask_prob, audio.mask_length,
                                        audio.mask_prob_adjust, audio.inverse_mask)
         return model
 

@@ -1,0 +1,39 @@
+"""What every data2vec pretraining task shares: the batch expander's settings come from the model.
+
+fairseq builds the model before it loads any dataset, so ``build_model`` is where the task
+learns M (``clone_batch``) and how to sample the student masks. The model config is then the
+single source of truth for masking, and the masks are sampled in the data loader's workers
+from a generator seeded by (seed, epoch, sample ids) -- exact resume needs nothing else.
+"""
+from typing import Callable, Optional
+
+from fairseq.tasks import FairseqTask
+
+from ..models.modality import MODALITY_ENCODERS
+
+
+class MaskedPretrainingTask(FairseqTask):
+    modality: str = ""  # set by each subclass: "AUDIO", "IMAGE", "TEXT"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.clone_batch: Optional[int] = None
+        self.mask_sampler: Optional[Callable] = None
+        self.modality_cfg = None
+
+    def build_model(self, model_cfg, from_checkpoint: bool = False):
+        model = super().build_model(model_cfg, from_checkpoint)
+        modality = getattr(model, "modality", None)
+        if modality != self.modality:
+            raise ValueError(f"task {self.cfg._name} reads {self.modality} data but the model's "
+                             f"supported_modality is {modality}: set model.supported_modality="
+                             f"{self.modality} (and the matching model.modalities.* section)")
+        self.modality_cfg = getattr(model.cfg.modalities, modality.lower())
+        self.clone_batch = model.cfg.clone_batch
+        self.mask_sampler = MODALITY_ENCODERS[modality].mask_sampler(self.modality_cfg)
+        return model
+
+    def require_model(self) -> None:
+        if self.mask_sampler is None:
+            raise RuntimeError("build the model before loading datasets: the batch expander "
+                               "takes its masking settings from the model config")
