@@ -31,5 +31,6 @@ setup(
         "d2v-labels=d2v_plugin.asr.prepare_labels:cli",
         "d2v-features=d2v_plugin.asr.extract_features:cli",
         "d2v-lm=d2v_plugin.asr.ngram:cli",
+        "d2v-text-prep=d2v_plugin.text.prepare:cli",
     ]},
 )
