@@ -250,6 +250,11 @@ def prepare_text(train: str, valid: str, out_dir: str, test: Optional[str] = Non
                                     counts if split == "train" else None)
     dict_path = os.path.join(data_bin, "dict.txt")
     size = write_dictionary(encoder, counts, dict_path)
+    for split in set(SPLITS) - set(sources):  # from an earlier run: would not match dict.txt
+        for path in (os.path.join(data_bin, f"{split}.{ext}") for ext in ("bin", "idx")):
+            if os.path.exists(path):
+                logger.warning("removing %s from an earlier run (no --%s given)", path, split)
+                os.remove(path)
     binarize(bpe_paths, dict_path, data_bin, workers)
     check_binarized(data_bin, stats, dict_path)
 
