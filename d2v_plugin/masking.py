@@ -133,6 +133,78 @@ class BlockMaskSampler:
                                  self.mask_prob_adjust, self.inverse, generator=generator)
 
 
+def grid_shape(length: int) -> Tuple[int, int]:
+    """(height, width) of a square patch grid of ``length`` tokens; refuses non-squares."""
+    side = int(round(length ** 0.5))
+    if side * side != length:
+        raise ValueError(f"2D block masking needs a square patch grid, got {length} tokens")
+    return side, side
+
+
+def sample_blocks_2d(num_rows: int, height: int, width: int, num_starts: int, block_size: int,
+                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(num_rows, height * width) bool, row-major over the patch grid: ``num_starts``
+    distinct centres per row, each grown to a ``block_size`` x ``block_size`` square
+    (centred, offset ``block_size // 2``; squares may overlap and are clipped at the edges)."""
+    length = height * width
+    chosen = torch.zeros(num_rows, length, dtype=torch.bool)
+    if num_starts > 0:
+        starts = torch.rand(num_rows, length, generator=generator).topk(num_starts, dim=1).indices
+        offsets = torch.arange(block_size) - block_size // 2
+        rows = (torch.div(starts, width, rounding_mode="floor").unsqueeze(-1) + offsets).clamp_(0, height - 1)
+        cols = (starts.remainder(width).unsqueeze(-1) + offsets).clamp_(0, width - 1)
+        positions = rows.unsqueeze(-1) * width + cols.unsqueeze(-2)  # (R, S, block, block)
+        chosen.scatter_(1, positions.flatten(1), True)
+    return chosen
+
+
+def sample_block_mask_2d(
+    num_rows: int,
+    height: int,
+    width: int,
+    mask_prob: float,
+    mask_length: int,
+    mask_prob_adjust: float = 0.0,
+    inverse: bool = True,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """2D (inverse) block masking over a ``height`` x ``width`` patch grid, row-major:
+    (num_rows, height * width) bool with the same count masked in every row.
+
+    Inverse masking (images, the default): about ``L * ((1 - R) + A) / B**2`` squares of
+    ``B = mask_length`` patches are drawn to *keep*; everything else is masked. Then every
+    row is fixed to exactly ``int(L * (1 - R))`` kept patches by dropping random surplus
+    or adding random extra patches, as ``sample_block_mask`` does in 1D. ``inverse=False``
+    draws the squares to mask instead (``L * (R + A) / B**2`` of them).
+    """
+    length = height * width
+    chosen_prob = 1.0 - mask_prob if inverse else mask_prob
+    num_starts = max(0, min(length, int(length * (chosen_prob + mask_prob_adjust) / mask_length ** 2)))
+    chosen = sample_blocks_2d(num_rows, height, width, num_starts, mask_length, generator)
+    target = int(length * chosen_prob)
+    score = torch.rand(num_rows, length, generator=generator) + chosen.float()
+    fixed = torch.zeros(num_rows, length, dtype=torch.bool)
+    if target > 0:
+        fixed.scatter_(1, score.topk(target, dim=1).indices, True)
+    return ~fixed if inverse else fixed
+
+
+@dataclass(frozen=True)
+class BlockMaskSampler2d:
+    """``sample_block_mask_2d`` with fixed settings, on the square grid of ``length`` patches:
+    a picklable ``(rows, length, generator)`` callable like ``BlockMaskSampler``."""
+
+    mask_prob: float
+    mask_length: int
+    mask_prob_adjust: float = 0.0
+    inverse: bool = True
+
+    def __call__(self, num_rows: int, length: int, generator: Optional[torch.Generator] = None):
+        height, width = grid_shape(length)
+        return sample_block_mask_2d(num_rows, height, width, self.mask_prob, self.mask_length,
+                                    self.mask_prob_adjust, self.inverse, generator=generator)
+
+
 def mask_info_from_mask(mask: torch.Tensor) -> MaskInfo:
     """Index tensors for dropping masked frames and putting them back (see MaskInfo)."""
     if mask.dim() != 2:

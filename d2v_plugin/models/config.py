@@ -111,6 +111,9 @@ class ImageModalityConfig(ModalityConfig):
     use_alibi_encoder: bool = False
     learned_alibi_scale: bool = False
     learned_alibi_scale_per_head: bool = False
+    transformer_decoder: bool = field(
+        default=False, metadata={"help": "the reference's optional transformer decoder (not supported; "
+                                         "kept so a checkpoint asking for it is refused, not misread)"})
     decoder: DecoderConfig = field(default_factory=_image_decoder)
 
 
