@@ -17,11 +17,17 @@ class Data2VecCriterion(FairseqCriterion):
         sample_size = result["sample_size"]
         loss = sum(term.float().sum() for term in result["losses"].values())
         if not torch.isfinite(loss):
-            # fp16 overflow surfaces in the trainer's gradient check; here it means bad input.
+            # A clear stop, never averaged in (fp16 gradient overflow surfaces later, in the
+            # trainer's gradient check). The dataset rejects non-finite audio, so a finite batch
+            # here means the model itself produced it: training diverged.
             ids = sample.get("id")
+            cause = ("the input batch is finite, so training diverged: lower optimization.lr, "
+                     "raise warmup, or clip gradients (optimization.clip_norm)"
+                     if torch.isfinite(sample["net_input"]["source"]).all()
+                     else "the input audio is non-finite: check those utterances")
             raise FloatingPointError(
-                f"non-finite data2vec loss ({float(loss)}) for sample ids "
-                f"{ids.tolist() if ids is not None else '?'}; check those utterances")
+                f"non-finite data2vec loss ({float(loss.detach())}) for sample ids "
+                f"{ids.tolist() if ids is not None else '?'}: {cause}")
         logging_output = {
             "loss": loss.detach(),
             "sample_size": sample_size.detach() if torch.is_tensor(sample_size) else sample_size,
