@@ -5,10 +5,9 @@ benchmark scripts in this folder).
   returns the FLOPs of every matmul, convolution and attention it executed (forward and
   backward, if the callable runs backward). Element-wise ops, norms and the optimizer are not
   counted: the usual "model FLOPs" convention of MFU figures.
-* torch's counter has no formula for the CPU fused attention kernel
-  (``aten._scaled_dot_product_flash_attention_for_cpu``, what ``scaled_dot_product_attention``
-  dispatches to on CPU); :func:`register_cpu_attention_flops` adds one with torch's own SDPA
-  formulas, so attention is counted on CPU as it is on GPU.
+* two corrections to torch's counter (:func:`flop_formulas`): the CPU fused attention kernel,
+  which it does not count at all, and the weight gradient of grouped convolutions, which it
+  counts ``groups`` times.
 * :func:`time_matmul` times ``n x n`` matmuls and returns FLOP/s (best and median).
 """
 from __future__ import annotations
@@ -43,34 +42,58 @@ def bf16_peak_tflops(device_name: str) -> Tuple[Optional[float], Optional[str]]:
     return None, None
 
 
-_registered = False
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
 
 
-def register_cpu_attention_flops() -> None:
-    """Count the CPU flash-attention kernel like torch counts the CUDA ones."""
-    global _registered
-    if _registered:
-        return
-    _registered = True
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias_sizes, _stride, _padding, _dilation,
+                        transposed, _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """Each gradient of a convolution costs what its forward costs: 2 FLOPs per weight
+    (``w_shape`` already holds C_in / groups) per output position (input position for a
+    transposed conv) per sample.
+
+    torch's own formula (torch 2.13) computes the weight gradient as a dense convolution over
+    all C_in input channels, i.e. ``groups`` times too many FLOPs for a grouped convolution
+    (data2vec's positional encoder and decoder use 16 groups: the base d2v2 update would be
+    counted ~30 % too high).
+    """
+    spatial = (x_shape if transposed else grad_out_shape)[2:]
+    forward = 2 * int(grad_out_shape[0]) * _prod(spatial) * _prod(w_shape)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def _cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def flop_formulas() -> Dict[object, Callable]:
+    """Our additions/corrections to torch's registry (passed as FlopCounterMode's custom_mapping).
+
+    torch's counter has no formula for the CPU fused attention kernel
+    (``aten._scaled_dot_product_flash_attention_for_cpu``, what ``scaled_dot_product_attention``
+    dispatches to on CPU): it gets torch's own SDPA formulas, so attention counts on CPU as on
+    GPU. ``aten.convolution_backward`` gets the group-aware :func:`conv_backward_flops`.
+    """
     aten = torch.ops.aten
-    fwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    bwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
-    if fwd is not None and fwd not in flop_counter.flop_registry:
-        @flop_counter.register_flop_formula(fwd)
-        def _cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-            return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
-    if bwd is not None and bwd not in flop_counter.flop_registry:
-        @flop_counter.register_flop_formula(bwd)
-        def _cpu_sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args,
-                               out_shape=None, **kwargs) -> int:
-            return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape,
-                                                         value_shape)
+    formulas = {aten.convolution_backward: conv_backward_flops}
+    for name, formula in (("_scaled_dot_product_flash_attention_for_cpu", _cpu_sdpa),
+                          ("_scaled_dot_product_flash_attention_for_cpu_backward", _cpu_sdpa_backward)):
+        op = getattr(aten, name, None)
+        if op is not None:
+            formulas[op] = formula
+    return formulas
 
 
 def count_flops(fn: Callable[[], object]) -> Tuple[object, int, Dict[str, int]]:
     """Run ``fn()`` once under FlopCounterMode: (its result, total FLOPs, FLOPs per aten op)."""
-    register_cpu_attention_flops()
-    with flop_counter.FlopCounterMode(display=False) as counter:
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
         result = fn()
     per_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
     return result, int(counter.get_total_flops()), per_op

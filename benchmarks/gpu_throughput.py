@@ -117,6 +117,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--warmup", type=int, default=None, help="untimed updates first (default 5 on cuda, 1 on cpu)")
     p.add_argument("--max-seconds", type=float, default=240,
                    help="stop the timed loop after this many seconds (keeping >= 2 updates); default %(default)s")
+    p.add_argument("--matmul-n", type=int, default=None,
+                   help="size of the timed reference matmul (default 8192 on cuda, 2048 on cpu)")
     p.add_argument("--pool", type=int, default=4, help="distinct batches collated up front and cycled")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=1)
@@ -215,13 +217,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         peak_mem = torch.cuda.max_memory_allocated(device)
         peak_kind = "torch.cuda.max_memory_allocated"
         device_name = torch.cuda.get_device_name(device)
-        matmul = time_matmul(8192, reps=20, dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
+        matmul = time_matmul(args.matmul_n or 8192, reps=20, dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
                              device=str(device), warmup=3)
     else:
         peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         peak_kind = "peak RSS of the process (ru_maxrss)"
         device_name = f"CPU: {cpu_model()}, {torch.get_num_threads()} thread(s)"
-        matmul = time_matmul(2048, reps=5, dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
+        matmul = time_matmul(args.matmul_n or 2048, reps=5, dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
                              device="cpu")
 
     total = sum(times)

@@ -29,8 +29,8 @@ per-round ratio of seconds per audio-second.
 
 Model FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on the last warm-up
 update of each config (a real update: forward, backward, optimizer step; matmuls, convolutions
-and attention), and a dense ``n x n`` fp32 matmul is timed with the same thread count before
-every size group and at the end; "MFU" is the achieved model FLOP/s over the best matmul FLOP/s.
+and attention), and a dense ``n x n`` fp32 matmul (``--matmul-n``, 4096) is timed with the same thread count
+before every size group and at the end; "MFU" is the achieved model FLOP/s over the best matmul FLOP/s.
 
 A second kind of subprocess (``--breakdown``) profiles the tiny data2vec 2.0 step with
 torch.profiler and attributes forward *and* backward time to the model's parts.
@@ -68,7 +68,7 @@ DEFAULT_CONFIGS = [
     "tiny_audio", "tiny_audio+model.clone_batch=1", "tiny_audio_d2v1", "tiny_audio_w2v2",
     "base_audio", "base_audio+model.clone_batch=1", "base_audio_d2v1", "base_audio_w2v2",
 ]
-MATMUL_N = 2048
+MATMUL_N = 4096
 MATMUL_REPS = 5
 # Reduced batches for 2 CPU cores: the base yamls ask for 1.0M samples (62.5 s of audio)
 # per GPU, which takes minutes per update here. Keys match config names by prefix.
@@ -688,7 +688,7 @@ def groups_of(configs: List[str]) -> List[List[str]]:
 
 def run_matmul(args, logdir: Path, label: str) -> Dict:
     """Time a dense fp32 matmul in a fresh process with the benchmark's thread count."""
-    w = Worker("matmul", "matmul", args, MATMUL_REPS, 1, 0, logdir)
+    w = Worker("matmul", "matmul", args, MATMUL_REPS, 1, args.matmul_n, logdir)
     try:
         result = w.receive()
     finally:
@@ -931,6 +931,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--baseline", default="auto",
                    help="what the ratio table divides by, per size: auto (the wav2vec 2.0 peer if present, "
                         "else the data2vec 1.0 recipe), w2v2, d2v1, or a config name (default %(default)s)")
+    p.add_argument("--matmul-n", type=int, default=MATMUL_N,
+                   help="size of the dense fp32 matmul timed for the MFU reference, n x n @ n x n "
+                        "(default %(default)s)")
     p.add_argument("--no-matmul", action="store_true",
                    help="skip the dense matmul timing (no MFU column)")
     p.add_argument("--breakdown", default="tiny_audio",
@@ -972,7 +975,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             from flops import time_matmul
 
             _torch.set_num_threads(args.threads)
-            send(time_matmul(MATMUL_N, reps=args.steps_n, dtype=_torch.float32, device="cpu"))
+            send(time_matmul(args.max_tokens_n, reps=args.steps_n, dtype=_torch.float32, device="cpu"))
         else:
             run_throughput(args, send, receive)
         return 0
@@ -987,7 +990,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     def time_the_matmul(label):
         if args.configs and not args.no_matmul:
             matmul.append(run_matmul(args, Path(tmp), label))
-            print(f"[{time.perf_counter() - t_start:6.1f}s] matmul {MATMUL_N}x{MATMUL_N} fp32 ({label}): "
+            print(f"[{time.perf_counter() - t_start:6.1f}s] matmul {args.matmul_n}x{args.matmul_n} fp32 ({label}): "
                   f"{matmul[-1]['best_flops_per_s'] / 1e9:.1f} GFLOP/s", file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="d2v_bench_") as tmp:
