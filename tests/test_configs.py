@@ -32,7 +32,7 @@ def test_pretraining_config_composes_and_builds_the_model(path, tmp_path):
     if cfg.model.embed_dim > 128:  # keep the base configs cheap: same code path, one block
         cfg.model.depth, cfg.model.average_top_k_layers = 1, 1
     task.build_model(cfg.model)
-    assert task.expander.clone_batch == cfg.model.clone_batch
+    assert task.clone_batch == cfg.model.clone_batch  # every MaskedPretrainingTask
     assert (cfg.model.clone_batch == 1) == cfg.model.encode_masked  # 1.0 recipe: one encoded view
 
 

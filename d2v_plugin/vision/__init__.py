@@ -1,0 +1,1 @@
+"""Vision tools: the linear probe of image checkpoints (``d2v-image-probe``)."""

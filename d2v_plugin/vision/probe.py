@@ -1,0 +1,185 @@
+"""Linear probe of an image checkpoint (``d2v-image-probe``): frozen features + logistic regression.
+
+Example (the embedded digits corpus, ``examples/make_image_corpus.py``)::
+
+    d2v-image-probe checkpoints/tiny_image/checkpoint_last.pt --data data/digits_corpus --compare-random
+
+For each model, every image of the train, valid and test splits goes through the
+checkpoint's evaluation transform (resize + centre crop + normalisation, settings from the
+checkpoint's task config) and the frozen student encoder (``extract_features``, eval mode,
+no masking). A feature vector per image is pooled from the final output: ``mean`` = mean
+over the patch tokens, ``cls`` = the CLS token, ``mean+cls`` = both concatenated. Features
+are standardised (statistics of the train split) and an L2-regularised multinomial
+logistic regression (scikit-learn) is fit on train; its inverse regularisation ``C`` is
+chosen on valid from ``--c-grid``; the table reports top-1 accuracy on valid and test.
+
+``--compare-random`` adds the same architecture at random initialisation: the checkpoint's
+model config built with ``torch.manual_seed(<common.seed>)``, which are the very weights
+``fairseq-hydra-train`` starts pretraining from (it seeds torch with ``common.seed`` right
+before building the model). Both rows use the same data, transform and classifier.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..asr import _cli
+
+logger = logging.getLogger(__name__)
+
+POOLS = ("mean", "cls", "mean+cls")
+DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
+
+
+@dataclass
+class ProbeResult:
+    model: str          # "pretrained" or "random init"
+    pool: str
+    c: float            # chosen on valid
+    valid_top1: float   # in [0, 1]
+    test_top1: float
+    feature_dim: int
+    seconds: float      # feature extraction + fitting
+
+
+def load_models(checkpoint: str, random_init: bool = False, seed: Optional[int] = None):
+    """(model, task) from a pretraining checkpoint; with ``random_init`` the same architecture
+    freshly initialised with ``torch.manual_seed(seed)`` (default: the run's ``common.seed``)."""
+    import d2v_plugin  # noqa: F401  (registers the model and tasks)
+    from fairseq import checkpoint_utils, tasks
+
+    if not random_init:
+        models, _, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint])
+        model = models[0]
+    else:
+        state = checkpoint_utils.load_checkpoint_to_cpu(checkpoint)
+        cfg = state["cfg"]
+        task = tasks.setup_task(cfg.task)
+        torch.manual_seed(cfg.common.seed if seed is None else seed)
+        model = task.build_model(cfg.model)
+    if getattr(model, "modality", None) != "IMAGE" or not hasattr(task, "eval_transform"):
+        raise _cli.UserInputError(f"{checkpoint}: not an image pretraining checkpoint "
+                                  f"(model modality {getattr(model, 'modality', None)}, task {type(task).__name__})")
+    model.remove_pretraining_modules()  # the student encoder is all a probe needs
+    return model.eval(), task
+
+
+@torch.no_grad()
+def extract(model, task, data: str, split: str, classes: Optional[Sequence[str]] = None,
+            batch_size: int = 64) -> Tuple[Dict[str, np.ndarray], np.ndarray, Tuple[str, ...]]:
+    """Pooled features {pool: (N, D or 2D)} and labels (N,) of one split, eval transform."""
+    from ..data.image_dataset import ImagePretrainingDataset
+
+    dataset = ImagePretrainingDataset(data, split, task.eval_transform(), num_patches=task.num_patches,
+                                      shuffle=False, classes=classes)
+    extra = model.modality_encoders["IMAGE"].num_extra_tokens
+    means, clss, labels = [], [], []
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset.collater([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        x = model.extract_features(batch["net_input"]["source"], remove_extra_tokens=False)["x"]  # (B, E+N, D)
+        means.append(x[:, extra:].mean(1).float().numpy())
+        clss.append((x[:, extra - 1] if extra > 0 else x[:, extra:].mean(1)).float().numpy())
+        labels.append(batch["label"].numpy())
+    mean, cls = np.concatenate(means), np.concatenate(clss)
+    feats = {"mean": mean, "cls": cls, "mean+cls": np.concatenate([mean, cls], axis=1)}
+    return feats, np.concatenate(labels), dataset.classes
+
+
+def fit_probe(train: Tuple[np.ndarray, np.ndarray], valid: Tuple[np.ndarray, np.ndarray],
+              test: Tuple[np.ndarray, np.ndarray], c_grid: Sequence[float] = DEFAULT_C_GRID,
+              max_iter: int = 2000) -> Tuple[float, float, float]:
+    """(C, valid top-1, test top-1): standardise on train, logistic regression, C by valid."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train[0])
+    xs = [scaler.transform(x) for x, _ in (train, valid, test)]
+    best = None
+    for c in c_grid:
+        clf = LogisticRegression(C=c, max_iter=max_iter).fit(xs[0], train[1])
+        valid_acc = float((clf.predict(xs[1]) == valid[1]).mean())
+        if best is None or valid_acc > best[1]:
+            best = (c, valid_acc, clf)
+    c, valid_acc, clf = best
+    return c, valid_acc, float((clf.predict(xs[2]) == test[1]).mean())
+
+
+def probe(checkpoint: str, data: str, pools: Sequence[str] = ("mean",), random_init: bool = False,
+          seed: Optional[int] = None, c_grid: Sequence[float] = DEFAULT_C_GRID,
+          batch_size: int = 64, splits: Tuple[str, str, str] = ("train", "valid", "test")) -> List[ProbeResult]:
+    """Linear-probe results of one model (pretrained weights, or random init) for each pool."""
+    start = time.perf_counter()
+    model, task = load_models(checkpoint, random_init, seed)
+    features = {}
+    classes = None
+    for split in splits:
+        features[split] = extract(model, task, data, split, classes, batch_size)
+        classes = features[split][2]  # label valid/test with the train split's classes
+    extracted = time.perf_counter() - start
+    name = "random init" if random_init else "pretrained"
+    results = []
+    for pool in pools:
+        t0 = time.perf_counter()
+        train, valid, test = [(features[s][0][pool], features[s][1]) for s in splits]
+        c, valid_acc, test_acc = fit_probe(train, valid, test, c_grid)
+        results.append(ProbeResult(name, pool, c, valid_acc, test_acc, train[0].shape[1],
+                                   extracted + time.perf_counter() - t0))
+        logger.info("%s, %s pooling: valid %.1f%%, test %.1f%% (C=%g)", name, pool, 100 * valid_acc,
+                    100 * test_acc, c)
+    return results
+
+
+def table(results: Sequence[ProbeResult]) -> str:
+    lines = ["| model | pooling | features | C | valid top-1 | test top-1 |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.model} | {r.pool} | {r.feature_dim} | {r.c:g} | {100 * r.valid_top1:.1f} % | "
+                     f"{100 * r.test_top1:.1f} % |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[ProbeResult]:
+    parser = argparse.ArgumentParser(prog="d2v-image-probe", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="an image pretraining checkpoint (data2vec_multi, IMAGE)")
+    parser.add_argument("--data", required=True, help="image-folder root with train/valid/test splits")
+    parser.add_argument("--pool", nargs="+", choices=POOLS, default=["mean", "cls"],
+                        help="feature pooling(s) to probe")
+    parser.add_argument("--compare-random", action="store_true",
+                        help="also probe the same architecture at random init (the pretraining's start)")
+    parser.add_argument("--random-init", action="store_true", help="probe only the random-init model")
+    parser.add_argument("--seed", type=int, default=None, help="random-init seed (default: common.seed)")
+    parser.add_argument("--c-grid", type=float, nargs="+", default=list(DEFAULT_C_GRID),
+                        help="inverse regularisation strengths tried, chosen on valid")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--splits", nargs=3, default=["train", "valid", "test"], metavar=("FIT", "SELECT", "REPORT"))
+    parser.add_argument("--json", help="also write the results here as json")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+
+    kinds = [True] if args.random_init else ([False, True] if args.compare_random else [False])
+    results: List[ProbeResult] = []
+    for random_init in kinds:
+        results += probe(args.checkpoint, args.data, args.pool, random_init, args.seed, args.c_grid,
+                         args.batch_size, tuple(args.splits))
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) for r in results], f, indent=2)
+    return results
+
+
+def cli() -> int:
+    from ..data.image_folder import ImageFileError
+
+    return _cli.run(main, "d2v-image-probe", errors=(_cli.UserInputError, FileNotFoundError, ImageFileError))
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
