@@ -32,3 +32,36 @@ def test_criterion_returns_summed_loss_and_masked_count():
     assert sample_size == mask.sum() and log["sample_size"] == mask.sum()
     assert loss.requires_grad and torch.isfinite(loss)
     assert {"target_var", "pred_var", "ema_decay", "masked_pct", "nforwards"} <= set(log)
+
+
+def _overflowing_model():
+    """Decoder projection scaled so its predictions are ~1e6: finite in fp32, inf in fp16."""
+    model = tiny_model().train()
+    with torch.no_grad():
+        model.modality_encoders["AUDIO"].decoder.proj.weight.mul_(1e6)
+    return model
+
+
+def test_nonfinite_loss_in_fp32_is_a_clear_stop_but_an_fp16_overflow_goes_to_the_loss_scaler():
+    mask = sample_block_mask(6, 49, 0.5, 5, generator=torch.Generator().manual_seed(0))
+    source = torch.randn(2, 16000)
+    sample = {"id": torch.tensor([0, 1]), "net_input": {"source": source, "precomputed_mask": mask}}
+    criterion = Data2VecCriterion(task=None)
+    loss, _, _ = criterion(_overflowing_model(), sample)
+    assert torch.isfinite(loss)  # huge but finite in fp32: no false alarm
+
+    # what fairseq's common.fp16 does: model and batch cast to half
+    half = _overflowing_model().half()
+    half_sample = {"id": sample["id"], "net_input": {"source": source.half(), "precomputed_mask": mask}}
+    loss, _, log = criterion(half, half_sample)
+    assert not torch.isfinite(loss)  # handed on: backward gives inf grads, the scaler skips the update
+    loss.backward()
+    grads = [p.grad for p in half.parameters() if p.grad is not None]
+    assert any(not torch.isfinite(g).all() for g in grads)
+
+    # the same non-finite loss without fp16 stops with the reason
+    model = _overflowing_model()
+    with torch.no_grad():
+        model.modality_encoders["AUDIO"].decoder.proj.weight.mul_(1e35)  # inf even in fp32
+    with pytest.raises(FloatingPointError, match="training diverged"):
+        criterion(model, sample)

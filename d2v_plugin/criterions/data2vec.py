@@ -10,16 +10,27 @@ from fairseq.dataclass import FairseqDataclass
 MEAN_STATS = ("target_var", "pred_var", "ema_decay", "masked_pct")
 
 
+def _half_precision(model) -> bool:
+    """fairseq's fp16 (model cast to half) or fp16 autocast (``common.amp``)."""
+    param = next(model.parameters(), None)
+    if param is not None and param.dtype == torch.float16:
+        return True
+    device = param.device.type if param is not None else "cpu"
+    return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
+
+
 @register_criterion("data2vec", dataclass=FairseqDataclass)
 class Data2VecCriterion(FairseqCriterion):
     def forward(self, model, sample, reduce: bool = True):
         result = model(**sample["net_input"])
         sample_size = result["sample_size"]
         loss = sum(term.float().sum() for term in result["losses"].values())
-        if not torch.isfinite(loss):
-            # A clear stop, never averaged in (fp16 gradient overflow surfaces later, in the
-            # trainer's gradient check). The dataset rejects non-finite audio, so a finite batch
-            # here means the model itself produced it: training diverged.
+        if not torch.isfinite(loss) and not _half_precision(model):
+            # A clear stop, never averaged in. The dataset rejects non-finite audio, so a
+            # finite batch here means the model itself produced it: training diverged. Under
+            # fp16 an overflow is routine: the loss goes on to backward, fairseq's loss scaler
+            # sees the non-finite gradients, skips the update (its logs are dropped) and lowers
+            # the scale.
             ids = sample.get("id")
             cause = ("the input batch is finite, so training diverged: lower optimization.lr, "
                      "raise warmup, or clip gradients (optimization.clip_norm)"
