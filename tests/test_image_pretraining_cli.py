@@ -1,0 +1,143 @@
+"""The tiny image config through the real ``fairseq-hydra-train`` on the embedded digits
+corpus: it learns, its checkpoint loads in a fresh process, the linear probe runs on it, and
+bad images fail with a message naming the file."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import make_image_corpus as mic
+from cli_utils import HYDRA_TRAIN, REPO, json_rows, run_hydra_train, run_python
+
+pytestmark = pytest.mark.slow
+
+UPDATES = 40
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    """The digits corpus at 32 px, plus a few images in other modes (RGBA, LA, palette with
+    transparency, CMYK, 16-bit grey) in the training split: the real run must convert them."""
+    root = tmp_path_factory.mktemp("digits")
+    mic.make_corpus(root, size=32, seed=1)
+    rng = np.random.default_rng(0)
+    base = Image.open(next((root / "train" / "3").glob("*.png"))).convert("RGB")
+    odd = {
+        "rgba.png": base.convert("RGBA"),
+        "la.png": base.convert("LA"),
+        "palette.png": base.convert("P"),
+        "cmyk.jpg": base.convert("CMYK"),
+        "grey16.png": Image.fromarray((rng.random((32, 32)) * 65535).astype(np.uint16)),
+        "rgb_big.jpg": base.resize((48, 40)),
+    }
+    odd["rgba.png"].putalpha(Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)))
+    odd["palette.png"].info["transparency"] = 0
+    for name, img in odd.items():
+        img.save(root / "train" / "3" / f"odd_{name}")
+    return root
+
+
+def overrides(corpus: Path, save_dir: Path, max_update: int = UPDATES):
+    return [f"task.data={corpus}", f"checkpoint.save_dir={save_dir}", f"optimization.max_update={max_update}",
+            "common.log_format=json", "common.log_interval=1", "lr_scheduler.warmup_updates=10",
+            "checkpoint.save_interval_updates=1000", "dataset.num_workers=1"]
+
+
+@pytest.fixture(scope="module")
+def trained(digits, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tiny_image")
+    proc = run_hydra_train("pretraining", "tiny_image", overrides(digits, run_dir / "ckpt"), cwd=run_dir)
+    output = proc.stdout + proc.stderr
+    return run_dir, json_rows(output), json_rows(output, "valid")
+
+
+def test_tiny_image_pretraining_loss_falls_and_logs_the_monitors(trained):
+    _, rows, valid = trained
+    assert [int(r["num_updates"]) for r in rows] == list(range(1, UPDATES + 1))
+    losses = [float(r["loss"]) for r in rows]
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < 0.8 * first, f"loss did not fall: first 5 mean {first:.2f}, last 5 mean {last:.2f}"
+    for key in ("target_var", "pred_var", "ema_decay", "masked_pct"):
+        assert key in rows[-1], key
+    # 8 x 8 patches, int(64 * 0.2) = 12 kept: 52 / 64 masked in every row
+    assert float(rows[-1]["masked_pct"]) == pytest.approx(52 / 64)
+    assert min(float(r["target_var"]) for r in rows) > 0.1
+    assert valid and np.isfinite(float(valid[-1]["valid_loss"]))  # the valid split (eval transform) ran
+
+
+def test_tiny_image_checkpoint_loads_in_fresh_process(trained):
+    run_dir, _, _ = trained
+    ckpt = run_dir / "ckpt" / "checkpoint_last.pt"
+    out = run_python(f"""
+import json, torch, d2v_plugin
+from fairseq import checkpoint_utils
+models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([{str(ckpt)!r}])
+m = models[0].eval()
+state = torch.load({str(ckpt)!r}, weights_only=True)
+same = all(torch.equal(p, state["model"]["_ema"][n]) for n, p in m.teacher.model.named_parameters())
+with torch.no_grad():
+    f = m.extract_features(torch.randn(2, 3, 32, 32), remove_extra_tokens=False)
+print(json.dumps({{"cls": type(m).__name__, "task": type(task).__name__, "modality": m.modality,
+                   "teacher_same": same, "shape": list(f["x"].shape), "layers": len(f["layer_results"]),
+                   "teacher_updates": m.teacher.num_updates}}))
+""")
+    info = json.loads(out.strip().splitlines()[-1])
+    assert info == {"cls": "Data2Vec2Model", "task": "ImagePretrainingTask", "modality": "IMAGE",
+                    "teacher_same": True, "shape": [2, 65, 64], "layers": 4, "teacher_updates": UPDATES - 1}
+
+
+def test_linear_probe_runs_on_the_checkpoint_and_its_random_init(trained, digits, tmp_path):
+    """d2v-image-probe (as ``python -m``) on the short run: both rows, sane accuracies.
+    (The pretrained-vs-random comparison at a real budget is in the README.)"""
+    run_dir, _, _ = trained
+    out_json = tmp_path / "probe.json"
+    proc = subprocess.run([sys.executable, "-m", "d2v_plugin.vision.probe", str(run_dir / "ckpt" / "checkpoint_last.pt"),
+                           "--data", str(digits), "--compare-random", "--pool", "mean", "cls",
+                           "--c-grid", "0.1", "10", "--json", str(out_json)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| pretrained | mean |" in proc.stdout and "| random init | cls |" in proc.stdout
+    results = json.loads(out_json.read_text())
+    assert [(r["model"], r["pool"]) for r in results] == [
+        ("pretrained", "mean"), ("pretrained", "cls"), ("random init", "mean"), ("random init", "cls")]
+    for r in results:
+        assert r["feature_dim"] == 64 and r["c"] in (0.1, 10)
+        assert 0.5 < r["test_top1"] <= 1.0 and 0.5 < r["valid_top1"] <= 1.0  # chance is 0.1
+
+
+def test_probe_random_init_is_the_pretraining_start(trained):
+    """--random-init rebuilds the architecture with torch.manual_seed(common.seed): exactly
+    the weights fairseq-hydra-train started from (its teacher at update 0 equals them)."""
+    from d2v_plugin.vision.probe import load_models
+
+    run_dir, _, _ = trained
+    model, _ = load_models(str(run_dir / "ckpt" / "checkpoint_last.pt"), random_init=True)
+    pretrained, _ = load_models(str(run_dir / "ckpt" / "checkpoint_last.pt"))
+    a = model.state_dict()
+    b = pretrained.state_dict()
+    assert a.keys() == b.keys()
+    assert torch.equal(a["modality_encoders.IMAGE.fixed_positional_encoder.positions"],
+                       b["modality_encoders.IMAGE.fixed_positional_encoder.positions"])
+    assert not torch.equal(a["blocks.0.attn.qkv.weight"], b["blocks.0.attn.qkv.weight"])
+
+
+def test_truncated_image_stops_training_with_its_name(digits, tmp_path):
+    corpus = tmp_path / "bad"
+    for split in ("train", "valid"):
+        for cls in ("0", "1"):
+            shutil.copytree(digits / split / cls, corpus / split / cls)
+    good = next((corpus / "train" / "1").glob("*.png"))
+    bad = corpus / "train" / "1" / "zz_cut.png"
+    bad.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    cmd = [HYDRA_TRAIN, "--config-dir", str(REPO / "config" / "pretraining"), "--config-name", "tiny_image",
+           f"common.user_dir={REPO / 'd2v_plugin'}", *overrides(corpus, tmp_path / "ckpt", 20)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert f"{bad}: unreadable or truncated image" in output, output[-3000:]
