@@ -17,6 +17,8 @@ chosen on valid from ``--c-grid``; the table reports top-1 accuracy on valid and
 model config built with ``torch.manual_seed(<common.seed>)``, which are the very weights
 ``fairseq-hydra-train`` starts pretraining from (it seeds torch with ``common.seed`` right
 before building the model). Both rows use the same data, transform and classifier.
+``--compare-pixels`` adds the classifier on the transformed pixels themselves (no model), a
+reference for how linearly separable the raw input already is.
 """
 from __future__ import annotations
 
@@ -136,6 +138,27 @@ def probe(checkpoint: str, data: str, pools: Sequence[str] = ("mean",), random_i
     return results
 
 
+def pixel_probe(checkpoint: str, data: str, c_grid: Sequence[float] = DEFAULT_C_GRID,
+                splits: Tuple[str, str, str] = ("train", "valid", "test")) -> ProbeResult:
+    """The same classifier on the flattened, normalised pixels of the evaluation transform."""
+    from ..data.image_dataset import ImagePretrainingDataset
+
+    start = time.perf_counter()
+    _, task = load_models(checkpoint)
+    data_by_split, classes = [], None
+    for split in splits:
+        dataset = ImagePretrainingDataset(data, split, task.eval_transform(), num_patches=task.num_patches,
+                                          shuffle=False, classes=classes)
+        classes = dataset.classes
+        items = [dataset[i] for i in range(len(dataset))]
+        data_by_split.append((np.stack([item["source"].flatten().numpy() for item in items]),
+                              np.array([item["label"] for item in items])))
+    c, valid_acc, test_acc = fit_probe(*data_by_split, c_grid=c_grid)
+    logger.info("pixels: valid %.1f%%, test %.1f%% (C=%g)", 100 * valid_acc, 100 * test_acc, c)
+    return ProbeResult("pixels (no model)", "-", c, valid_acc, test_acc, data_by_split[0][0].shape[1],
+                       time.perf_counter() - start)
+
+
 def table(results: Sequence[ProbeResult]) -> str:
     lines = ["| model | pooling | features | C | valid top-1 | test top-1 |",
              "|---|---|---|---|---|---|"]
@@ -154,6 +177,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[ProbeResult]:
     parser.add_argument("--compare-random", action="store_true",
                         help="also probe the same architecture at random init (the pretraining's start)")
     parser.add_argument("--random-init", action="store_true", help="probe only the random-init model")
+    parser.add_argument("--compare-pixels", action="store_true",
+                        help="also fit the classifier on the transformed pixels (no model)")
     parser.add_argument("--seed", type=int, default=None, help="random-init seed (default: common.seed)")
     parser.add_argument("--c-grid", type=float, nargs="+", default=list(DEFAULT_C_GRID),
                         help="inverse regularisation strengths tried, chosen on valid")
@@ -168,6 +193,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[ProbeResult]:
     for random_init in kinds:
         results += probe(args.checkpoint, args.data, args.pool, random_init, args.seed, args.c_grid,
                          args.batch_size, tuple(args.splits))
+    if args.compare_pixels:
+        results.append(pixel_probe(args.checkpoint, args.data, args.c_grid, tuple(args.splits)))
     print(table(results))
     if args.json:
         with open(args.json, "w") as f:
