@@ -32,5 +32,6 @@ setup(
         "d2v-features=d2v_plugin.asr.extract_features:cli",
         "d2v-lm=d2v_plugin.asr.ngram:cli",
         "d2v-text-prep=d2v_plugin.text.prepare:cli",
+        "d2v-image-probe=d2v_plugin.vision.probe:cli",
     ]},
 )
