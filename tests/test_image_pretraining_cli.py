@@ -141,3 +141,66 @@ def test_truncated_image_stops_training_with_its_name(digits, tmp_path):
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert f"{bad}: unreadable or truncated image" in output, output[-3000:]
+
+
+# ---- the task in process (no CLI): transforms per split, conversions, the expander -----
+def _task_and_model(corpus: Path, task_name: str = "data2vec_image_pretraining", **task_overrides):
+    import yaml
+    from fairseq import tasks
+    from omegaconf import OmegaConf
+
+    import d2v_plugin  # noqa: F401
+    from d2v_plugin.models.config import Data2Vec2Config
+
+    composed = yaml.safe_load((REPO / "config" / "pretraining" / "tiny_image.yaml").read_text())
+    task_cfg = {**composed["task"], "_name": task_name, "data": str(corpus), "train_subset": "train",
+                "seed": 1, **task_overrides}
+    task = tasks.setup_task(OmegaConf.create(task_cfg))
+    model_cfg = dict(composed["model"])  # _name: data2vec_multi
+    model_cfg["ema_anneal_end_step"] = 600
+    model = task.build_model(OmegaConf.merge(OmegaConf.structured(Data2Vec2Config), model_cfg))
+    return task, model
+
+
+def test_task_augments_train_only_converts_every_mode_and_expands_batches(digits):
+    from d2v_plugin.data.image_transforms import EvalTransform, PretrainingAugmentation
+
+    task, model = _task_and_model(digits)
+    task.load_dataset("train")
+    task.load_dataset("valid")
+    train, valid = task.datasets["train"], task.datasets["valid"]
+    assert isinstance(train.transform, PretrainingAugmentation) and train.transform.hflip_prob == 0.0
+    assert isinstance(valid.transform, EvalTransform) and not valid.shuffle
+    odd = [i for i, p in enumerate(train.folder.paths) if Path(p).name.startswith("odd_")]
+    assert len(odd) == 6
+    for i in odd:  # RGBA, LA, palette+transparency, CMYK JPEG, 16-bit grey, larger RGB
+        x = train[i]["source"]
+        assert x.shape == (3, 32, 32) and torch.isfinite(x).all(), train.folder.paths[i]
+    first = valid[0]["source"]
+    valid.set_epoch(5)
+    assert torch.equal(valid[0]["source"], first)  # evaluation: no randomness
+    train.set_epoch(1)
+    a = train[odd[0]]["source"]
+    train.set_epoch(2)
+    assert not torch.equal(train[odd[0]]["source"], a)  # a new crop each epoch
+    batch = next(iter(task.get_batch_iterator(train, max_sentences=4, seed=1).next_epoch_itr(shuffle=False)))
+    assert batch["net_input"]["source"].shape == (4, 3, 32, 32)
+    mask = batch["net_input"]["precomputed_mask"]
+    assert mask.shape == (4 * 8, 64) and (mask.sum(1) == 52).all()
+    with torch.no_grad():
+        out = model(**batch["net_input"])
+    assert out["losses"]["IMAGE_regression"].shape == (4 * 8 * 52, 64)
+
+
+def test_task_refuses_an_input_size_the_model_does_not_have(digits):
+    with pytest.raises(ValueError, match="task.input_size=48 but the model expects"):
+        _task_and_model(digits, input_size=48)
+
+
+def test_reference_task_name_serves_our_task_and_refuses_options_it_cannot_honour(digits):
+    task, _ = _task_and_model(digits, "mae_image_pretraining")
+    task.load_dataset("valid")
+    assert len(task.datasets["valid"]) == 269
+    task, _ = _task_and_model(digits, "mae_image_pretraining", beit_transforms=True)
+    with pytest.raises(NotImplementedError, match=r"\['beit_transforms'\] are not supported"):
+        task.load_dataset("train")
