@@ -1,5 +1,6 @@
 """The tiny config through the real ``fairseq-hydra-train``: it learns, it saves, it resumes."""
 import json
+import os
 import random
 import signal
 import subprocess
@@ -134,3 +135,22 @@ import d2v_plugin
 from fairseq import checkpoint_utils
 checkpoint_utils.load_model_ensemble_and_task([{str(path)!r}])
 """)
+
+
+def test_the_readme_command_runs_from_the_repo_root_without_user_dir_or_absolute_paths(speech_corpus, tmp_path):
+    """`fairseq-hydra-train --config-dir config/pretraining --config-name tiny_audio task.data=...`
+    exactly as users type it: hydra must not move into outputs/ (hydra.job.chdir: false), so the
+    config's default user_dir `d2v_plugin` and relative data/save paths resolve from the repo root."""
+    data = os.path.relpath(speech_corpus, REPO)
+    save_dir = os.path.relpath(tmp_path / "ckpt", REPO)
+    env = {k: v for k, v in os.environ.items() if k != "D2V_PLUGIN_DIR"}
+    proc = subprocess.run(
+        [HYDRA_TRAIN, "--config-dir", "config/pretraining", "--config-name", "tiny_audio",
+         f"task.data={data}", f"checkpoint.save_dir={save_dir}", "optimization.max_update=2",
+         "dataset.disable_validation=true", "common.log_format=json", "common.log_interval=1",
+         f"hydra.run.dir={tmp_path / 'hydra'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=dict(env, OMP_NUM_THREADS="1"))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert len(json_rows(out)) == 2
+    assert (tmp_path / "ckpt" / "checkpoint_last.pt").exists()
