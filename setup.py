@@ -33,5 +33,6 @@ setup(
         "d2v-lm=d2v_plugin.asr.ngram:cli",
         "d2v-text-prep=d2v_plugin.text.prepare:cli",
         "d2v-image-probe=d2v_plugin.vision.probe:cli",
+        "d2v-text-probe=d2v_plugin.text.probe:cli",
     ]},
 )
