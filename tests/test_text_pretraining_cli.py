@@ -135,3 +135,8 @@ def test_text_probe_command_compares_pretrained_with_random_init(trained, prepar
     for r in report["results"]:
         assert 0.0 <= r["test_accuracy"] <= 1.0 and 0.0 <= r["valid_accuracy"] <= 1.0
     assert report["results"][1]["test_accuracy"] > 0.0
+    shares = report["position_variance_share"]
+    assert set(shares) == {"pretrained", "random init (seed 1)"}
+    assert set(shares["pretrained"]) == {"features", "targets"}
+    assert all(0.0 <= v <= 1.0 for s in shares.values() for v in s.values())
+    assert "explained by position alone" in proc.stdout

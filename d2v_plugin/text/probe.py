@@ -92,6 +92,36 @@ def fit_probe(features: Dict[str, np.ndarray], labels: Dict[str, np.ndarray], na
     return best
 
 
+@torch.no_grad()
+def position_variance_share(model, data_bin: str, dictionary, tokens_per_sample: int,
+                            split: str = "valid") -> Dict[str, float]:
+    """Share of the variance of the features (and of the teacher targets) that position alone
+    explains, over the full ``tokens_per_sample`` blocks of ``split``: sum over positions of
+    (mean at that position - overall mean)^2 x blocks, divided by the total sum of squares.
+    About 0.5 at random init (token and position embeddings have the same scale); near 1
+    means the representation encodes where a token is rather than what it is."""
+    from ..data.text_dataset import load_text_blocks
+
+    blocks = load_text_blocks(data_bin, split, dictionary, tokens_per_sample)
+    full = [blocks[i] for i in range(len(blocks)) if len(blocks[i]) == tokens_per_sample]
+    if len(full) < 2:
+        return {}
+    source = torch.stack(full)                                                      # (N, T)
+    encoder = model.modality_encoders["TEXT"]
+    outputs = {"features": model.extract_features(source)["x"]}                     # (N, T, D)
+    if model.teacher is not None:
+        outputs["targets"] = model.teacher_targets(source, encoder.local_features(source), None)
+
+    def share(y: torch.Tensor) -> float:
+        y = y.double()
+        overall = y.mean((0, 1))
+        total = ((y - overall) ** 2).sum()
+        by_position = ((y.mean(0) - overall) ** 2).sum() * y.size(0)
+        return float(by_position / total)
+
+    return {name: share(y) for name, y in outputs.items()}
+
+
 def read_classes(corpus: str) -> Optional[List[str]]:
     path = os.path.join(corpus, "classes.txt")
     if not os.path.isfile(path):
@@ -127,7 +157,11 @@ def run_probe(checkpoint: str, data_bin: str, corpus: str, random_seeds: Sequenc
         results.append(fit_probe(feats, labels, name, C_grid))
         logger.info("%s: test accuracy %.3f (%.1f s)", name, results[-1].test_accuracy, time.time() - start)
     randoms = [r.test_accuracy for r in results if r.model.startswith("random")]
+    tokens_per_sample = cfg.task.get("tokens_per_sample", None)
+    positions = {name: position_variance_share(m, data_bin, task.source_dictionary, tokens_per_sample)
+                 for name, m in models[:2]} if tokens_per_sample else {}
     return {
+        "position_variance_share": positions,
         "checkpoint": checkpoint, "num_updates": _num_updates(checkpoint),
         "classes": classes, "sizes": {s: int(len(d.labels)) for s, d in sets.items()},
         "results": [asdict(r) for r in results],
@@ -149,6 +183,10 @@ def format_table(report: Dict) -> str:
     for r in report["results"]:
         c = "" if r["C"] != r["C"] else f"{r['C']:g}"
         lines.append(f"| {r['model']} | {100 * r['valid_accuracy']:.1f} % | {100 * r['test_accuracy']:.1f} % | {c} |")
+    for name, shares in report.get("position_variance_share", {}).items():
+        if shares:
+            lines.append(f"\nshare of variance explained by position alone ({name}, valid blocks): " +
+                         ", ".join(f"{k} {v:.2f}" for k, v in shares.items()))
     return "\n".join(lines)
 
 
