@@ -208,6 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
                        args.max_tokens, args.C)
     print(format_table(report))
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     return report
