@@ -21,6 +21,7 @@ setup(
         "tensorboardX>=2.6",   # fairseq's --tensorboard-logdir
         "hydra-submitit-launcher>=1.2",  # Slurm placement presets (config/pretraining/run_config)
         "pillow>=10",          # image decoding and augmentation (torchvision does not load with this torch)
+        "scikit-learn>=1.3",   # logistic-regression probes (d2v-image-probe, d2v-text-probe), digits corpus
     ],
     extras_require={"test": ["pytest>=7"],
                     # lexicon + n-gram LM beam search for d2v-infer --lm (KenLM built in)
