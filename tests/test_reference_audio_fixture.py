@@ -28,96 +28,32 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
 import pytest
 import torch
 
+from reference_fixture import ReferenceFixture, flat_layout
+
 ATOL = 1e-4            # max |ours - reference| for every float32 array (CPU, float32)
 LOSS_RTOL = 1e-5       # relative tolerance of the summed objective (on top of ATOL elementwise)
 NOISE_LOSS_ATOL = 0.5  # obj_noise: |loss - reference loss| (different noise draw per position)
 NOISE_MIN_EFFECT = 1e-2  # obj_noise: the noise must move the loss at least this much
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURE_NAME = "upstream_d2v2_audio"
 # keys our checkpoints carry beyond the reference layout (see the strict-xfail test below)
 KEYS_NOT_IN_REFERENCE = {"_ema_num_updates"}
 
 
-def _fixture_dir() -> Path:
-    env = os.environ.get("D2V_FIXTURES")
-    if env:
-        root = Path(env)
-        return root / FIXTURE_NAME if (root / FIXTURE_NAME).is_dir() else root
-    return REPO.parent / "shared" / "fixtures" / FIXTURE_NAME
-
-
-FIXTURES = _fixture_dir()
-_REQUIRED = ("README.md", "checkpoint.pt", "checkpoint_training_state.pt", "scalars.json",
-             "state_dict_keys.txt", "batch_source.npy")
-_missing = [name for name in _REQUIRED if not (FIXTURES / name).is_file()]
-pytestmark = pytest.mark.skipif(
-    bool(_missing),
-    reason=f"reference data2vec 2.0 audio fixture not found at {FIXTURES} (missing "
-           f"{', '.join(_missing)}); set D2V_FIXTURES to the fixtures folder",
+REF = ReferenceFixture(
+    FIXTURE_NAME,
+    required=("README.md", "checkpoint.pt", "checkpoint_training_state.pt", "scalars.json",
+              "state_dict_keys.txt", "batch_source.npy"),
+    modality="audio", label="reference fixture", atol=ATOL,
 )
-
-
-# ---- helpers --------------------------------------------------------------------------
-def _load(name: str) -> np.ndarray:
-    return np.load(FIXTURES / f"{name}.npy")
-
-
-def _t(name: str) -> torch.Tensor:
-    return torch.from_numpy(_load(name))
-
-
-def _scalars() -> Dict:
-    return json.loads((FIXTURES / "scalars.json").read_text())
-
-
-def _max_diff(ours, name: str) -> float:
-    expected = _load(name)
-    ours = ours.detach().cpu().numpy() if torch.is_tensor(ours) else np.asarray(ours)
-    assert ours.shape == expected.shape, f"{name}: shape {ours.shape}, reference {expected.shape}"
-    assert ours.dtype == expected.dtype, f"{name}: dtype {ours.dtype}, reference {expected.dtype}"
-    return float(np.abs(ours.astype(np.float64) - expected.astype(np.float64)).max())
-
-
-def assert_matches(ours, name: str, atol: float = ATOL) -> float:
-    diff = _max_diff(ours, name)
-    print(f"[reference fixture] {name}: max abs diff {diff:.3g}")
-    assert diff <= atol, f"{name}: max abs diff {diff:.3g} > {atol:g}"
-    return diff
-
-
-def _parse_state_dict_keys() -> Dict[str, Dict[str, tuple]]:
-    """state_dict_keys.txt -> {"pretraining": {key: (shape, dtype)}, "finetuning": {...}}."""
-    sections: Dict[str, Dict[str, tuple]] = {"pretraining": {}, "finetuning": {}}
-    current = None
-    for line in (FIXTURES / "state_dict_keys.txt").read_text().splitlines():
-        if line.startswith("#"):
-            current = "finetuning" if "remove_pretraining_modules" in line else "pretraining"
-            continue
-        if not line.strip():
-            continue
-        key, shape, dtype = line.split("\t")
-        sections[current][key] = (tuple(json.loads(shape)), dtype)
-    return sections
-
-
-def _layout(state: Dict) -> Dict[str, tuple]:
-    """Our state dict as {key: (shape, dtype)}, the ``_ema`` dict flattened as ``_ema.<name>``."""
-    out = {}
-    for key, value in state.items():
-        if isinstance(value, dict):
-            for sub, tensor in value.items():
-                out[f"{key}.{sub}"] = (tuple(tensor.shape), str(tensor.dtype).replace("torch.", ""))
-        else:
-            out[key] = (tuple(value.shape), str(value.dtype).replace("torch.", ""))
-    return out
+FIXTURES = REF.dir
+pytestmark = REF.skip_if_missing
 
 
 def _load_checkpoint(name: str = "checkpoint.pt"):
@@ -131,7 +67,7 @@ def _load_checkpoint(name: str = "checkpoint.pt"):
 
 
 def _batch():
-    return _t("batch_source"), _t("batch_padding_mask")
+    return REF.tensor("batch_source"), REF.tensor("batch_padding_mask")
 
 
 def _run_objective(model, task, source: torch.Tensor, padding_mask: Optional[torch.Tensor],
@@ -222,13 +158,13 @@ def features(loaded):
 def objective(loaded):
     model, _, task = loaded
     source, padding_mask = _batch()
-    return _run_objective(model, task, source, padding_mask, _t("obj_precomputed_mask"), 0.0)
+    return _run_objective(model, task, source, padding_mask, REF.tensor("obj_precomputed_mask"), 0.0)
 
 
 @pytest.fixture(scope="module")
 def objective_no_padding(loaded):
     model, _, task = loaded
-    return _run_objective(model, task, _t("objnp_source"), None, _t("objnp_precomputed_mask"), 0.0)
+    return _run_objective(model, task, REF.tensor("objnp_source"), None, REF.tensor("objnp_precomputed_mask"), 0.0)
 
 
 # ---- 1. loading -----------------------------------------------------------------------
@@ -292,31 +228,31 @@ def test_reference_checkpoint_loads_strictly_in_fresh_process_with_teacher_from_
 
 # ---- 2. feature extraction ------------------------------------------------------------
 def test_reference_checkpoint_local_features_match(features):
-    assert_matches(features["local_features"], "feat_local_features")
+    REF.assert_matches(features["local_features"], "feat_local_features")
 
 
 def test_reference_checkpoint_context_encoder_output_matches_block0_input(features):
-    assert_matches(features["encoder_input"], "feat_encoder_input")
+    REF.assert_matches(features["encoder_input"], "feat_encoder_input")
 
 
 def test_reference_checkpoint_layer_results_are_ffn_outputs_of_all_blocks(features):
     layer_results = features["result"]["layer_results"]
     assert len(layer_results) == 4
-    assert_matches(torch.stack(layer_results), "feat_layer_results")
+    REF.assert_matches(torch.stack(layer_results), "feat_layer_results")
 
 
 def test_reference_checkpoint_block_outputs_match(features):
     assert sorted(features["blocks"]) == [0, 1, 2, 3]
-    assert_matches(torch.stack([features["blocks"][k] for k in range(4)]), "feat_block_outputs")
+    REF.assert_matches(torch.stack([features["blocks"][k] for k in range(4)]), "feat_block_outputs")
 
 
 def test_reference_checkpoint_feature_extraction_matches_final_output(features):
-    assert_matches(features["result"]["x"], "feat_x")
+    REF.assert_matches(features["result"]["x"], "feat_x")
 
 
 def test_reference_checkpoint_frame_padding_mask_matches_exactly(features):
     ours = features["result"]["padding_mask"]
-    expected = _load("feat_padding_mask")
+    expected = REF.array("feat_padding_mask")
     assert ours is not None and ours.dtype == torch.bool
     np.testing.assert_array_equal(ours.numpy(), expected)
 
@@ -326,12 +262,12 @@ def test_reference_checkpoint_unpadded_single_row_features_match(loaded):
     source, _ = _batch()
     with torch.no_grad():
         x = model.extract_features(source[:1], padding_mask=None, mask=False)["x"]
-    assert_matches(x, "feat_nopad0_x")
+    REF.assert_matches(x, "feat_nopad0_x")
 
 
 # ---- 3./4. the pretraining objective with fixed masks ---------------------------------
 def _check_scalars(captured: Dict, key: str) -> None:
-    ref = _scalars()[key]
+    ref = REF.scalars()[key]
     loss = float(captured["loss"])
     ref_loss = ref["criterion_loss_sum"]
     print(f"[reference fixture] {key} loss: ours {loss:.6f} reference {ref_loss:.6f} "
@@ -361,7 +297,7 @@ def _check_student_encoder_out(captured: Dict, name: str) -> float:
     our nearest token, the match must be one-to-one, and the max abs diff <= ATOL.
     """
     ours = captured["student_encoder_out"].detach().numpy().astype(np.float64)
-    expected = _load(name).astype(np.float64)
+    expected = REF.array(name).astype(np.float64)
     assert ours.shape == expected.shape, (ours.shape, expected.shape)
     worst = 0.0
     for r in range(ours.shape[0]):
@@ -377,24 +313,24 @@ def _check_student_encoder_out(captured: Dict, name: str) -> float:
 def test_reference_objective_teacher_layer_results_match(objective):
     layers = objective["teacher_layers"]
     assert sorted(layers) == [0, 1, 2, 3]
-    assert_matches(torch.stack([layers[k] for k in range(4)]), "obj_teacher_layer_results")
+    REF.assert_matches(torch.stack([layers[k] for k in range(4)]), "obj_teacher_layer_results")
 
 
 def test_reference_objective_teacher_targets_match(objective):
-    assert_matches(objective["targets"], "obj_targets")
+    REF.assert_matches(objective["targets"], "obj_targets")
 
 
 def test_reference_objective_student_encoder_output_matches(objective):
-    np.testing.assert_array_equal(objective["mask_info"].mask.numpy(), _load("obj_precomputed_mask"))
+    np.testing.assert_array_equal(objective["mask_info"].mask.numpy(), REF.array("obj_precomputed_mask"))
     _check_student_encoder_out(objective, "obj_student_encoder_out")
 
 
 def test_reference_objective_decoder_output_matches(objective):
-    assert_matches(objective["decoder_out"], "obj_decoder_out")
+    REF.assert_matches(objective["decoder_out"], "obj_decoder_out")
 
 
 def test_reference_objective_loss_elements_match(objective):
-    assert_matches(objective["net_output"]["losses"]["AUDIO_regression"], "obj_loss_elements")
+    REF.assert_matches(objective["net_output"]["losses"]["AUDIO_regression"], "obj_loss_elements")
 
 
 def test_reference_objective_criterion_scalars_match(objective):
@@ -402,15 +338,15 @@ def test_reference_objective_criterion_scalars_match(objective):
 
 
 def test_reference_objective_without_padding_targets_match(objective_no_padding):
-    assert_matches(objective_no_padding["targets"], "objnp_targets")
+    REF.assert_matches(objective_no_padding["targets"], "objnp_targets")
 
 
 def test_reference_objective_without_padding_decoder_output_matches(objective_no_padding):
-    assert_matches(objective_no_padding["decoder_out"], "objnp_decoder_out")
+    REF.assert_matches(objective_no_padding["decoder_out"], "objnp_decoder_out")
 
 
 def test_reference_objective_without_padding_loss_elements_match(objective_no_padding):
-    assert_matches(objective_no_padding["net_output"]["losses"]["AUDIO_regression"],
+    REF.assert_matches(objective_no_padding["net_output"]["losses"]["AUDIO_regression"],
                    "objnp_loss_elements")
 
 
@@ -425,8 +361,8 @@ def test_reference_objective_with_mask_noise_is_close_and_uses_the_noise(loaded,
     different from the noise-free loss, and the masked decoder inputs are N(0, 0.01) noise."""
     model, _, task = loaded
     source, padding_mask = _batch()
-    noisy = _run_objective(model, task, source, padding_mask, _t("obj_precomputed_mask"), 0.01)
-    ref = _scalars()["obj_noise"]
+    noisy = _run_objective(model, task, source, padding_mask, REF.tensor("obj_precomputed_mask"), 0.01)
+    ref = REF.scalars()["obj_noise"]
     loss = float(noisy["loss"])
     print(f"[reference fixture] obj_noise loss: ours {loss:.5f} reference "
           f"{ref['criterion_loss_sum']:.5f} (diff {abs(loss - ref['criterion_loss_sum']):.3g})")
@@ -449,13 +385,13 @@ def test_remove_pretraining_modules_drops_teacher_and_decoder_and_keeps_features
         before = model.extract_features(source, padding_mask=padding_mask, mask=False)["x"]
     model.remove_pretraining_modules()
     model.eval()
-    expected = _parse_state_dict_keys()["finetuning"]
-    assert _layout(model.state_dict()) == expected
+    expected = REF.state_dict_layout()["finetuning"]
+    assert flat_layout(model.state_dict()) == expected
     assert not any(k.startswith("_ema") or ".decoder." in k for k in model.state_dict())
     with torch.no_grad():
         after = model.extract_features(source, padding_mask=padding_mask, mask=False)["x"]
     assert float((after - before).abs().max()) == 0.0
-    assert_matches(after, "feat_x")
+    REF.assert_matches(after, "feat_x")
 
 
 # ---- 7. state-dict layout -------------------------------------------------------------
@@ -464,14 +400,14 @@ def _fresh_layout(loaded) -> Dict[str, tuple]:
     model = task.build_model(cfg.model)  # fresh weights, the checkpoint's configuration
     from d2v_plugin.models.data2vec2 import Data2Vec2Model
     assert isinstance(model, Data2Vec2Model)
-    return _layout(model.state_dict())
+    return flat_layout(model.state_dict())
 
 
 def test_fresh_model_state_dict_layout_matches_reference(loaded):
     """Keys, shapes and dtypes of a freshly built model equal the reference's (``_ema``
     flattened), apart from the extra key(s) in KEYS_NOT_IN_REFERENCE."""
     ours = _fresh_layout(loaded)
-    expected = _parse_state_dict_keys()["pretraining"]
+    expected = REF.state_dict_layout()["pretraining"]
     ours_cmp = {k: v for k, v in ours.items() if k not in KEYS_NOT_IN_REFERENCE}
     only_ours = sorted(set(ours_cmp) - set(expected))
     only_ref = sorted(set(expected) - set(ours_cmp))
@@ -486,4 +422,4 @@ def test_fresh_model_state_dict_layout_matches_reference(loaded):
     "reference layout lacks; the reference's strict load_state_dict of our checkpoints would "
     "report it as unexpected"))
 def test_fresh_model_state_dict_has_exactly_the_reference_keys(loaded):
-    assert set(_fresh_layout(loaded)) == set(_parse_state_dict_keys()["pretraining"])
+    assert set(_fresh_layout(loaded)) == set(REF.state_dict_layout()["pretraining"])

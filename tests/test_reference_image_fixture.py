@@ -39,92 +39,31 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from typing import Dict
 
 import numpy as np
 import pytest
 import torch
 
+from reference_fixture import ReferenceFixture, flat_layout
+
 ATOL = 1e-4        # max |ours - reference| for every float32 array (CPU, float32)
 LOSS_RTOL = 1e-5   # relative tolerance of the summed objective (on top of ATOL elementwise)
 CLONE_BATCH = 4    # README: the objective was computed with clone_batch=4
 NOISE_FREE = 0.0   # README: mask_noise_std set to 0.0 for the objective
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURE_NAME = "upstream_d2v2_image"
 KEYS_NOT_IN_REFERENCE = {"_ema_num_updates"}  # our teacher's update count (exact resume)
 
 
-def _fixture_dir() -> Path:
-    env = os.environ.get("D2V_FIXTURES")
-    if env:
-        root = Path(env)
-        return root / FIXTURE_NAME if (root / FIXTURE_NAME).is_dir() else root
-    return REPO.parent / "shared" / "fixtures" / FIXTURE_NAME
-
-
-FIXTURES = _fixture_dir()
-_REQUIRED = ("README.md", "model_cfg.json", "checkpoint.pt", "checkpoint_fairseq.pt", "scalars.json",
-             "state_dict_keys.txt", "batch_source.npy", "obj_precomputed_mask.npy")
-_missing = [name for name in _REQUIRED if not (FIXTURES / name).is_file()]
-pytestmark = pytest.mark.skipif(
-    bool(_missing),
-    reason=f"reference data2vec 2.0 image fixture not found at {FIXTURES} (missing "
-           f"{', '.join(_missing)}); set D2V_FIXTURES to the fixtures folder",
+REF = ReferenceFixture(
+    FIXTURE_NAME,
+    required=("README.md", "model_cfg.json", "checkpoint.pt", "checkpoint_fairseq.pt", "scalars.json",
+              "state_dict_keys.txt", "batch_source.npy", "obj_precomputed_mask.npy"),
+    modality="image", label="reference image fixture", atol=ATOL,
 )
-
-
-# ---- helpers --------------------------------------------------------------------------
-def _load(name: str) -> np.ndarray:
-    return np.load(FIXTURES / f"{name}.npy")
-
-
-def _t(name: str) -> torch.Tensor:
-    return torch.from_numpy(_load(name))
-
-
-def _scalars() -> Dict:
-    return json.loads((FIXTURES / "scalars.json").read_text())
-
-
-def assert_matches(ours, name: str, atol: float = ATOL) -> float:
-    expected = _load(name)
-    ours = ours.detach().cpu().numpy() if torch.is_tensor(ours) else np.asarray(ours)
-    assert ours.shape == expected.shape, f"{name}: shape {ours.shape}, reference {expected.shape}"
-    assert ours.dtype == expected.dtype, f"{name}: dtype {ours.dtype}, reference {expected.dtype}"
-    diff = float(np.abs(ours.astype(np.float64) - expected.astype(np.float64)).max())
-    print(f"[reference image fixture] {name}: max abs diff {diff:.3g}")
-    assert diff <= atol, f"{name}: max abs diff {diff:.3g} > {atol:g}"
-    return diff
-
-
-def _parse_state_dict_keys() -> Dict[str, Dict[str, tuple]]:
-    """state_dict_keys.txt -> {"pretraining": {key: (shape, dtype)}, "finetuning": {...}} (ordered)."""
-    sections: Dict[str, Dict[str, tuple]] = {"pretraining": {}, "finetuning": {}}
-    current = None
-    for line in (FIXTURES / "state_dict_keys.txt").read_text().splitlines():
-        if line.startswith("#"):
-            current = "finetuning" if "remove_pretraining_modules" in line else "pretraining"
-            continue
-        if line.strip():
-            key, shape, dtype = line.split("\t")
-            sections[current][key] = (tuple(json.loads(shape)), dtype)
-    return sections
-
-
-def _layout(state: Dict) -> Dict[str, tuple]:
-    """Our state dict as {key: (shape, dtype)}, the ``_ema`` dict flattened as ``_ema.<name>``."""
-    out = {}
-    for key, value in state.items():
-        if key in KEYS_NOT_IN_REFERENCE:
-            continue
-        if isinstance(value, dict):
-            for sub, tensor in value.items():
-                out[f"{key}.{sub}"] = (tuple(tensor.shape), str(tensor.dtype).replace("torch.", ""))
-        else:
-            out[key] = (tuple(value.shape), str(value.dtype).replace("torch.", ""))
-    return out
+FIXTURES = REF.dir
+pytestmark = REF.skip_if_missing
 
 
 def _model_from_model_cfg():
@@ -156,7 +95,7 @@ def loaded():
 def features(loaded):
     """extract_features with the context-encoder output and the block outputs hooked."""
     model, _ = loaded
-    source = _t("batch_source")
+    source = REF.tensor("batch_source")
     encoder = model.modality_encoders["IMAGE"]
     captured: Dict = {"blocks": {}}
     hooks = [encoder.context_encoder.register_forward_hook(
@@ -209,9 +148,9 @@ def objective(loaded):
     model.teacher_targets, encoder.decode, model._regression = teacher_targets, decode, regression
     model.cfg.clone_batch, encoder.cfg.mask_noise_std = CLONE_BATCH, NOISE_FREE
     try:
-        source = _t("batch_source")
+        source = REF.tensor("batch_source")
         sample = {"id": torch.arange(source.size(0)),
-                  "net_input": {"source": source, "precomputed_mask": _t("obj_precomputed_mask")}}
+                  "net_input": {"source": source, "precomputed_mask": REF.tensor("obj_precomputed_mask")}}
         torch.manual_seed(1234)
         with torch.no_grad():
             loss, sample_size, logging_output = Data2VecCriterion(FairseqTask(None))(model, sample)
@@ -230,9 +169,9 @@ def test_reference_image_checkpoint_loads_strictly_with_the_reference_layout(loa
     and our state dict has exactly the reference's keys, shapes, dtypes and order (the
     teacher under ``_ema``, including its own patch embedding: ema_local_encoder)."""
     model, reference = loaded
-    expected = _parse_state_dict_keys()
+    expected = REF.state_dict_layout()
     ours = model.state_dict()
-    assert list(_layout(ours).items()) == list(expected["pretraining"].items())
+    assert list(flat_layout(ours, skip=KEYS_NOT_IN_REFERENCE).items()) == list(expected["pretraining"].items())
     for key, tensor in reference.items():
         if key == "_ema":
             teacher = model.teacher.state_dict()
@@ -310,59 +249,59 @@ def test_reference_image_remove_pretraining_modules_keeps_features():
     layout) and the features stay the recorded ones."""
     model, _ = _model_from_model_cfg()
     model.remove_pretraining_modules()
-    assert _layout(model.state_dict()) == _parse_state_dict_keys()["finetuning"]
+    assert flat_layout(model.state_dict(), skip=KEYS_NOT_IN_REFERENCE) == REF.state_dict_layout()["finetuning"]
     with torch.no_grad():
-        assert_matches(model.extract_features(_t("batch_source"))["x"], "feat_x")
+        REF.assert_matches(model.extract_features(REF.tensor("batch_source"))["x"], "feat_x")
 
 
 # ---- 2. feature extraction ------------------------------------------------------------
 def test_reference_image_local_features_match(features):
-    assert_matches(features["local_features"], "feat_local_features")
+    REF.assert_matches(features["local_features"], "feat_local_features")
 
 
 def test_reference_image_context_encoder_output_matches_block0_input(features):
-    assert_matches(features["encoder_input"], "feat_encoder_input")
+    REF.assert_matches(features["encoder_input"], "feat_encoder_input")
 
 
 def test_reference_image_layer_results_are_ffn_outputs_with_cls(features):
     layer_results = features["with_extra"]["layer_results"]
     assert len(layer_results) == 2
-    assert_matches(torch.stack(layer_results), "feat_layer_results")
+    REF.assert_matches(torch.stack(layer_results), "feat_layer_results")
 
 
 def test_reference_image_block_outputs_match(features):
     assert sorted(features["blocks"]) == [0, 1]
-    assert_matches(torch.stack([features["blocks"][k] for k in range(2)]), "feat_block_outputs")
+    REF.assert_matches(torch.stack([features["blocks"][k] for k in range(2)]), "feat_block_outputs")
 
 
 def test_reference_image_features_match(features):
-    assert_matches(features["result"]["x"], "feat_x")
+    REF.assert_matches(features["result"]["x"], "feat_x")
 
 
 def test_reference_image_features_with_cls_token_match(features):
-    assert_matches(features["with_extra"]["x"], "feat_x_with_extra_tokens")
+    REF.assert_matches(features["with_extra"]["x"], "feat_x_with_extra_tokens")
 
 
 # ---- 3. the pretraining objective with the recorded mask ------------------------------
 def test_reference_image_objective_uses_the_recorded_mask(objective):
-    np.testing.assert_array_equal(objective["mask_info"].mask.numpy(), _load("obj_precomputed_mask"))
+    np.testing.assert_array_equal(objective["mask_info"].mask.numpy(), REF.array("obj_precomputed_mask"))
 
 
 def test_reference_image_teacher_layer_results_match(objective):
     layers = objective["teacher_layers"]
     assert sorted(layers) == [0, 1]
     extra = 1  # the teacher's CLS token, stripped as in the recording
-    assert_matches(torch.stack([layers[k][:, extra:] for k in range(2)]), "obj_teacher_layer_results")
+    REF.assert_matches(torch.stack([layers[k][:, extra:] for k in range(2)]), "obj_teacher_layer_results")
 
 
 def test_reference_image_targets_match(objective):
-    assert_matches(objective["targets"], "obj_targets")
+    REF.assert_matches(objective["targets"], "obj_targets")
 
 
 def test_reference_image_student_encoder_output_matches(objective):
     """CLS in place; the 12 kept patches one-to-one up to their order (see module docstring)."""
     ours = objective["student_encoder_out"].detach().numpy().astype(np.float64)
-    expected = _load("obj_student_encoder_out").astype(np.float64)
+    expected = REF.array("obj_student_encoder_out").astype(np.float64)
     assert ours.shape == expected.shape, (ours.shape, expected.shape)
     worst = float(np.abs(ours[:, 0] - expected[:, 0]).max())
     for r in range(ours.shape[0]):
@@ -376,19 +315,19 @@ def test_reference_image_student_encoder_output_matches(objective):
 
 
 def test_reference_image_decoder_output_matches(objective):
-    assert_matches(objective["decoder_out"], "obj_decoder_out")
+    REF.assert_matches(objective["decoder_out"], "obj_decoder_out")
 
 
 def test_reference_image_regression_loss_elements_match(objective):
-    assert_matches(objective["net_output"]["losses"]["IMAGE_regression"], "obj_loss_elements_IMAGE_regression")
+    REF.assert_matches(objective["net_output"]["losses"]["IMAGE_regression"], "obj_loss_elements_IMAGE_regression")
 
 
 def test_reference_image_cls_loss_elements_match(objective):
-    assert_matches(objective["net_output"]["losses"]["cls"], "obj_loss_elements_cls")
+    REF.assert_matches(objective["net_output"]["losses"]["cls"], "obj_loss_elements_cls")
 
 
 def test_reference_image_objective_scalars_match(objective):
-    ref = _scalars()["obj"]
+    ref = REF.scalars()["obj"]
     loss = float(objective["loss"])
     print(f"[reference image fixture] loss: ours {loss:.6f} reference {ref['criterion_loss_sum']:.6f}")
     assert math.isclose(loss, ref["criterion_loss_sum"], rel_tol=LOSS_RTOL)

@@ -27,88 +27,31 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from typing import Dict
 
 import numpy as np
 import pytest
 import torch
 
+from reference_fixture import ReferenceFixture, flat_layout
+
 ATOL = 1e-4             # max |ours - reference| for every float32 array (CPU, float32)
 LOSS_RTOL = 1e-5        # relative tolerance of the summed objective
 NOISE_LOSS_ATOL = 1e-2  # loss with mask_noise_std 0.01 (noise drawn in another order than upstream)
 CLONE_BATCH = 4         # the README: the objective was recorded with clone_batch=4
 
-REPO = Path(__file__).resolve().parents[1]
 FIXTURE_NAME = "upstream_d2v2_text"
 KEYS_NOT_IN_REFERENCE = {"_ema_num_updates"}  # our extra state-dict key (see the audio test)
 
 
-def _fixture_dir() -> Path:
-    env = os.environ.get("D2V_FIXTURES")
-    if env:
-        root = Path(env)
-        return root / FIXTURE_NAME if (root / FIXTURE_NAME).is_dir() else root
-    return REPO.parent / "shared" / "fixtures" / FIXTURE_NAME
-
-
-FIXTURES = _fixture_dir()
-_REQUIRED = ("README.md", "checkpoint.pt", "checkpoint_fairseq.pt", "model_cfg.json", "dict.txt",
-             "scalars.json", "state_dict_keys.txt", "batch_source.npy")
-_missing = [name for name in _REQUIRED if not (FIXTURES / name).is_file()]
-pytestmark = pytest.mark.skipif(
-    bool(_missing),
-    reason=f"reference data2vec 2.0 text fixture not found at {FIXTURES} (missing "
-           f"{', '.join(_missing)}); set D2V_FIXTURES to the fixtures folder",
+REF = ReferenceFixture(
+    FIXTURE_NAME,
+    required=("README.md", "checkpoint.pt", "checkpoint_fairseq.pt", "model_cfg.json", "dict.txt",
+              "scalars.json", "state_dict_keys.txt", "batch_source.npy"),
+    modality="text", label="reference text fixture", atol=ATOL,
 )
-
-
-# ---- helpers --------------------------------------------------------------------------
-def _load(name: str) -> np.ndarray:
-    return np.load(FIXTURES / f"{name}.npy")
-
-
-def _t(name: str) -> torch.Tensor:
-    return torch.from_numpy(_load(name))
-
-
-def _scalars() -> Dict:
-    return json.loads((FIXTURES / "scalars.json").read_text())
-
-
-def assert_matches(ours, name: str, atol: float = ATOL) -> float:
-    expected = _load(name)
-    ours = ours.detach().cpu().numpy() if torch.is_tensor(ours) else np.asarray(ours)
-    assert ours.shape == expected.shape, f"{name}: shape {ours.shape}, reference {expected.shape}"
-    assert ours.dtype == expected.dtype, f"{name}: dtype {ours.dtype}, reference {expected.dtype}"
-    diff = float(np.abs(ours.astype(np.float64) - expected.astype(np.float64)).max())
-    print(f"[reference text fixture] {name}: max abs diff {diff:.3g}")
-    assert diff <= atol, f"{name}: max abs diff {diff:.3g} > {atol:g}"
-    return diff
-
-
-def _parse_state_dict_keys() -> Dict[str, Dict[str, tuple]]:
-    """state_dict_keys.txt -> {"pretraining": {key: (shape, dtype)}, "finetuning": {...}}."""
-    sections: Dict[str, Dict[str, tuple]] = {"pretraining": {}, "finetuning": {}}
-    current = None
-    for line in (FIXTURES / "state_dict_keys.txt").read_text().splitlines():
-        if line.startswith("#"):
-            current = "finetuning" if "remove_pretraining_modules" in line else "pretraining"
-            continue
-        if line.strip():
-            key, shape, dtype = line.split("\t")
-            sections[current][key] = (tuple(json.loads(shape)), dtype)
-    return sections
-
-
-def _layout(state: Dict) -> Dict[str, tuple]:
-    """A state dict as {key: (shape, dtype)}, the ``_ema`` dict flattened as ``_ema.<name>``."""
-    out = {}
-    for key, value in state.items():
-        items = [(f"{key}.{sub}", t) for sub, t in value.items()] if isinstance(value, dict) else [(key, value)]
-        for k, t in items:
-            out[k] = (tuple(t.shape), str(t.dtype).replace("torch.", ""))
-    return out
+FIXTURES = REF.dir
+pytestmark = REF.skip_if_missing
 
 
 class _DictionaryTask:
@@ -142,7 +85,7 @@ def _build_model(clone_batch: int = CLONE_BATCH):
 
 
 def _batch():
-    return _t("batch_source"), _t("batch_padding_mask")
+    return REF.tensor("batch_source"), REF.tensor("batch_padding_mask")
 
 
 # ---- fixtures -------------------------------------------------------------------------
@@ -211,7 +154,7 @@ def _run_objective(model, mask_noise_std: float) -> Dict:
     try:
         sample = {"id": torch.arange(source.size(0)),
                   "net_input": {"source": source, "padding_mask": padding_mask,
-                                "precomputed_mask": _t("obj_precomputed_mask")}}
+                                "precomputed_mask": REF.tensor("obj_precomputed_mask")}}
         torch.manual_seed(1234)
         with torch.no_grad():
             loss, sample_size, logging_output = Data2VecCriterion(None)(model, sample)
@@ -311,36 +254,36 @@ def test_reference_fairseq_checkpoint_loads_with_masked_lm_task_in_fresh_process
 
 # ---- 2. feature extraction ------------------------------------------------------------
 def test_reference_text_local_features_match(features):
-    assert_matches(features["local_features"], "feat_local_features")
+    REF.assert_matches(features["local_features"], "feat_local_features")
 
 
 def test_reference_text_context_encoder_output_matches(features):
-    assert_matches(features["encoder_input"], "feat_encoder_input")
+    REF.assert_matches(features["encoder_input"], "feat_encoder_input")
 
 
 def test_reference_text_layer_results_are_ffn_outputs_of_all_blocks(features):
     layer_results = features["result"]["layer_results"]
     assert len(layer_results) == 2
-    assert_matches(torch.stack(layer_results), "feat_layer_results")
+    REF.assert_matches(torch.stack(layer_results), "feat_layer_results")
 
 
 def test_reference_text_block_outputs_match(features):
     assert sorted(features["blocks"]) == [0, 1]
-    assert_matches(torch.stack([features["blocks"][k] for k in range(2)]), "feat_block_outputs")
+    REF.assert_matches(torch.stack([features["blocks"][k] for k in range(2)]), "feat_block_outputs")
 
 
 def test_reference_text_feature_extraction_matches_final_output(features):
-    assert_matches(features["result"]["x"], "feat_x")
+    REF.assert_matches(features["result"]["x"], "feat_x")
 
 
 def test_reference_text_features_with_extra_tokens_match(features):
-    assert_matches(features["with_extra"]["x"], "feat_x_with_extra_tokens")
+    REF.assert_matches(features["with_extra"]["x"], "feat_x_with_extra_tokens")
 
 
 def test_reference_text_padding_mask_matches_exactly(features):
     ours = features["result"]["padding_mask"]
     assert ours is not None and ours.dtype == torch.bool
-    np.testing.assert_array_equal(ours.numpy(), _load("feat_padding_mask"))
+    np.testing.assert_array_equal(ours.numpy(), REF.array("feat_padding_mask"))
 
 
 def test_text_padding_mask_defaults_to_pad_tokens(loaded):
@@ -349,19 +292,19 @@ def test_text_padding_mask_defaults_to_pad_tokens(loaded):
     source, _ = _batch()
     with torch.no_grad():
         result = model.extract_features(source, padding_mask=None, mask=False)
-    np.testing.assert_array_equal(result["padding_mask"].numpy(), _load("feat_padding_mask"))
-    assert_matches(result["x"], "feat_x")
+    np.testing.assert_array_equal(result["padding_mask"].numpy(), REF.array("feat_padding_mask"))
+    REF.assert_matches(result["x"], "feat_x")
 
 
 # ---- 3. the pretraining objective with the recorded mask ------------------------------
 def test_reference_text_objective_teacher_layer_results_match(objective):
     layers = objective["teacher_layers"]
     assert sorted(layers) == [0, 1]
-    assert_matches(torch.stack([layers[k] for k in range(2)]), "obj_teacher_layer_results")
+    REF.assert_matches(torch.stack([layers[k] for k in range(2)]), "obj_teacher_layer_results")
 
 
 def test_reference_text_objective_targets_match(objective):
-    assert_matches(objective["targets"], "obj_targets")
+    REF.assert_matches(objective["targets"], "obj_targets")
 
 
 def test_reference_text_objective_student_encoder_output_matches(objective):
@@ -372,9 +315,9 @@ def test_reference_text_objective_student_encoder_output_matches(objective):
     and position rows), so the one-to-one matching is an optimal assignment, not argmin."""
     from scipy.optimize import linear_sum_assignment
 
-    np.testing.assert_array_equal(objective["mask_info"].mask.numpy(), _load("obj_precomputed_mask"))
+    np.testing.assert_array_equal(objective["mask_info"].mask.numpy(), REF.array("obj_precomputed_mask"))
     ours = objective["student_encoder_out"].detach().numpy().astype(np.float64)
-    expected = _load("obj_student_encoder_out").astype(np.float64)
+    expected = REF.array("obj_student_encoder_out").astype(np.float64)
     assert ours.shape == expected.shape, (ours.shape, expected.shape)
     worst = 0.0
     for r in range(ours.shape[0]):
@@ -386,16 +329,16 @@ def test_reference_text_objective_student_encoder_output_matches(objective):
 
 
 def test_reference_text_objective_decoder_output_matches(objective):
-    assert_matches(objective["decoder_out"], "obj_decoder_out")
+    REF.assert_matches(objective["decoder_out"], "obj_decoder_out")
 
 
 def test_reference_text_objective_loss_elements_match(objective):
     """[40, 64]: 8 rows x 5 masked positions, masked *padded* positions included as upstream."""
-    assert_matches(objective["net_output"]["losses"]["TEXT_regression"], "obj_loss_elements_TEXT_regression")
+    REF.assert_matches(objective["net_output"]["losses"]["TEXT_regression"], "obj_loss_elements_TEXT_regression")
 
 
 def test_reference_text_objective_criterion_scalars_match(objective):
-    ref = _scalars()["obj"]
+    ref = REF.scalars()["obj"]
     loss = float(objective["loss"])
     print(f"[reference text fixture] obj loss: ours {loss:.6f} reference {ref['criterion_loss_sum']:.6f}")
     assert math.isclose(loss, ref["criterion_loss_sum"], rel_tol=LOSS_RTOL), (loss, ref["criterion_loss_sum"])
@@ -413,7 +356,7 @@ def test_reference_text_objective_criterion_scalars_match(objective):
 def test_reference_text_objective_with_mask_noise_is_close_and_uses_the_noise(loaded, objective):
     model, _ = loaded
     noisy = _run_objective(model, 0.01)
-    ref = _scalars()["obj_noise"]
+    ref = REF.scalars()["obj_noise"]
     loss = float(noisy["loss"])
     print(f"[reference text fixture] obj_noise loss: ours {loss:.5f} reference {ref['criterion_loss_sum']:.5f}")
     assert abs(loss - ref["criterion_loss_sum"]) < NOISE_LOSS_ATOL
@@ -428,10 +371,10 @@ def test_text_remove_pretraining_modules_keeps_features():
     source, padding_mask = _batch()
     model.remove_pretraining_modules()
     model.eval()
-    assert _layout(model.state_dict()) == _parse_state_dict_keys()["finetuning"]
+    assert flat_layout(model.state_dict()) == REF.state_dict_layout()["finetuning"]
     with torch.no_grad():
         x = model.extract_features(source, padding_mask=padding_mask, mask=False)["x"]
-    assert_matches(x, "feat_x")
+    REF.assert_matches(x, "feat_x")
 
 
 def test_fresh_text_model_state_dict_layout_matches_reference():
@@ -447,7 +390,7 @@ def test_fresh_text_model_state_dict_layout_matches_reference():
     raw = json.loads((FIXTURES / "model_cfg.json").read_text())
     raw.pop("_name", None)
     cfg = merge_with_parent(Data2Vec2Config(), OmegaConf.create(raw), remove_missing=True)
-    ours = {k: v for k, v in _layout(Data2Vec2Model(cfg, task=_DictionaryTask()).state_dict()).items()
+    ours = {k: v for k, v in flat_layout(Data2Vec2Model(cfg, task=_DictionaryTask()).state_dict()).items()
             if k not in KEYS_NOT_IN_REFERENCE}
-    expected = _parse_state_dict_keys()["pretraining"]
+    expected = REF.state_dict_layout()["pretraining"]
     assert list(ours.items()) == list(expected.items())
