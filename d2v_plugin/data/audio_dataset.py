@@ -13,10 +13,10 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-from fairseq.data import FairseqDataset, data_utils
 
-from ..masking import ConvSpec, feature_lengths, receptive_field, sample_block_mask, seeded_generator
+from ..masking import ConvSpec, feature_lengths, receptive_field, sample_block_mask
 from .manifest import ManifestEntry, read_manifest
+from .pretraining_dataset import PretrainingDataset
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +59,12 @@ def load_audio(entry: ManifestEntry, manifest: str, sample_rate: int) -> np.ndar
     return wav
 
 
-class AudioPretrainingDataset(FairseqDataset):
+class AudioPretrainingDataset(PretrainingDataset):
     def __init__(self, manifest_path: str, conv_spec: ConvSpec, sample_rate: int = 16000,
                  min_sample_size: int = 0, max_sample_size: Optional[int] = None,
                  normalize: bool = True, expander: Optional[ExpanderConfig] = None,
                  seed: int = 1, shuffle: bool = True):
-        super().__init__()
+        super().__init__(seed=seed, shuffle=shuffle)
         self.conv_spec = conv_spec
         min_samples = max(min_sample_size, receptive_field(conv_spec))
         self.manifest = read_manifest(manifest_path, min_samples=min_samples)
@@ -73,20 +73,10 @@ class AudioPretrainingDataset(FairseqDataset):
         self.max_sample_size = max_sample_size or max(e.num_samples for e in self.entries)
         self.normalize = normalize
         self.expander = expander
-        self.seed = seed
-        self.shuffle = shuffle
-        self.epoch = 1
         self.sizes = np.array([min(e.num_samples, self.max_sample_size) for e in self.entries], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.entries)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    @property
-    def can_reuse_epoch_itr_across_epochs(self) -> bool:
-        return False  # crops and masks depend on the epoch
 
     def __getitem__(self, index: int) -> Dict:
         entry = self.entries[index]
@@ -100,21 +90,6 @@ class AudioPretrainingDataset(FairseqDataset):
             source = F.layer_norm(source, source.shape)
         return {"id": index, "source": source}
 
-    def num_tokens(self, index: int) -> int:
-        return int(self.sizes[index])
-
-    def size(self, index: int) -> int:
-        return int(self.sizes[index])
-
-    def ordered_indices(self) -> np.ndarray:
-        if self.shuffle:
-            with data_utils.numpy_seed(self.seed, self.epoch):
-                order = [np.random.permutation(len(self))]
-        else:
-            order = [np.arange(len(self))]
-        order.append(self.sizes)
-        return np.lexsort(order)[::-1]
-
     def collater(self, samples: List[Dict]) -> Dict:
         if not samples:
             return {}
@@ -122,7 +97,7 @@ class AudioPretrainingDataset(FairseqDataset):
         # Crop every utterance to the batch's shortest (capped at max_sample_size): no
         # padding, so no masked padding frames and no padding in the target statistics.
         length = min(min(len(s["source"]) for s in samples), self.max_sample_size)
-        gen = seeded_generator(self.seed, self.epoch, *ids)
+        gen = self.batch_generator(ids)  # the crops, then the masks
         sources = []
         for s in samples:
             excess = len(s["source"]) - length

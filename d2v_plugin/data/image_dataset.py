@@ -13,16 +13,15 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from fairseq.data import FairseqDataset, data_utils
+from fairseq.data import data_utils
 from PIL import Image
 
 from ..masking import seeded_generator
 from .image_folder import WHITE, ImageFolder, load_rgb, scan_image_folder
+from .pretraining_dataset import MaskSampler, PretrainingDataset
 
 logger = logging.getLogger(__name__)
 
-# (num_rows, num_patches, generator) -> (num_rows, num_patches) bool, True = masked.
-MaskSampler = Callable[[int, int, torch.Generator], torch.Tensor]
 # (RGB image, generator) -> (3, H, W) float32; PretrainingAugmentation or EvalTransform.
 ImageTransform = Callable[[Image.Image, torch.Generator], torch.Tensor]
 
@@ -31,7 +30,7 @@ ImageTransform = Callable[[Image.Image, torch.Generator], torch.Tensor]
 _AUGMENT_STREAM = 0x1A6E_5EED
 
 
-class ImagePretrainingDataset(FairseqDataset):
+class ImagePretrainingDataset(PretrainingDataset):
     """Images of ``<root>/<split>/<class>/...`` as fixed-size tensors with class labels.
 
     num_patches:  tokens per image seen by the model (patches only, no CLS token); it is
@@ -50,7 +49,7 @@ class ImagePretrainingDataset(FairseqDataset):
                  clone_batch: int = 1, mask_sampler: Optional[MaskSampler] = None,
                  seed: int = 1, shuffle: bool = True, classes: Optional[Sequence[str]] = None,
                  background: Tuple[int, int, int] = WHITE):
-        super().__init__()
+        super().__init__(seed=seed, shuffle=shuffle)
         if num_patches < 1:
             raise ValueError(f"num_patches must be >= 1, got {num_patches}")
         if clone_batch < 1:
@@ -61,21 +60,11 @@ class ImagePretrainingDataset(FairseqDataset):
         self.num_patches = num_patches
         self.clone_batch = clone_batch
         self.mask_sampler = mask_sampler
-        self.seed = seed
-        self.shuffle = shuffle
         self.background = background
-        self.epoch = 1
         self.sizes = np.full(len(self.folder), num_patches, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.folder)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    @property
-    def can_reuse_epoch_itr_across_epochs(self) -> bool:
-        return False  # crops, flips, masks and order depend on the epoch
 
     def __getitem__(self, index: int) -> Dict:
         img = load_rgb(self.folder.paths[index], self.background)
@@ -83,16 +72,9 @@ class ImagePretrainingDataset(FairseqDataset):
         source = self.transform(img, gen)  # (3, H, W)
         return {"id": index, "source": source, "label": int(self.folder.labels[index])}
 
-    def num_tokens(self, index: int) -> int:
-        return self.num_patches
-
-    def num_tokens_vec(self, indices: np.ndarray) -> np.ndarray:
-        return self.sizes[indices]
-
-    def size(self, index: int) -> int:
-        return self.num_patches
-
     def ordered_indices(self) -> np.ndarray:
+        # All sizes are equal, so the base class's size sort is not needed; this plain
+        # seeded permutation is the order existing runs (and their resumes) were made with.
         if not self.shuffle:
             return np.arange(len(self))
         with data_utils.numpy_seed(self.seed, self.epoch):
@@ -115,11 +97,6 @@ class ImagePretrainingDataset(FairseqDataset):
             "ntokens": batch_size * self.num_patches,
         }
         if self.mask_sampler is not None:
-            rows = batch_size * self.clone_batch
-            gen = seeded_generator(self.seed, self.epoch, *ids)
-            mask = self.mask_sampler(rows, self.num_patches, gen)  # (B*M, num_patches)
-            if tuple(mask.shape) != (rows, self.num_patches) or mask.dtype != torch.bool:
-                raise ValueError(f"mask_sampler returned {mask.dtype} {tuple(mask.shape)}, expected "
-                                 f"torch.bool ({rows}, {self.num_patches})")
-            batch["net_input"]["precomputed_mask"] = mask
+            batch["net_input"]["precomputed_mask"] = self.sample_mask(  # (B*M, num_patches)
+                self.mask_sampler, ids, batch_size * self.clone_batch, self.num_patches)
         return batch

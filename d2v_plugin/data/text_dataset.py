@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from fairseq.data import Dictionary, FairseqDataset, PrependTokenDataset, TokenBlockDataset, data_utils
 
-from ..masking import seeded_generator
+from .pretraining_dataset import MaskSampler, PretrainingDataset
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +28,6 @@ MASK = "<mask>"
 # own, split. fairseq's "eos" mode fails with numpy >= 2 (np.compat is gone), and
 # "complete_doc" needs empty lines as document breaks, which d2v-text-prep drops.
 BREAK_MODES = ("none", "complete")
-
-MaskSampler = Callable[[int, int, torch.Generator], torch.Tensor]
 
 
 def load_text_dictionary(data_dir: str) -> Dictionary:
@@ -66,7 +64,7 @@ def load_text_blocks(data_dir: str, split: str, dictionary: Dictionary, tokens_p
     return PrependTokenDataset(blocks, dictionary.bos())
 
 
-class TextPretrainingDataset(FairseqDataset):
+class TextPretrainingDataset(PretrainingDataset):
     """Token blocks batched for data2vec 2.0: right-padded sources, padding mask, and, with a
     ``mask_sampler``, ``clone_batch`` precomputed masks per sample.
 
@@ -77,50 +75,25 @@ class TextPretrainingDataset(FairseqDataset):
 
     def __init__(self, blocks: FairseqDataset, dictionary: Dictionary, clone_batch: int = 1,
                  mask_sampler: Optional[MaskSampler] = None, seed: int = 1, shuffle: bool = True):
-        super().__init__()
+        super().__init__(seed=seed, shuffle=shuffle)
         if clone_batch < 1:
             raise ValueError(f"clone_batch must be >= 1, got {clone_batch}")
         self.blocks = blocks
         self.pad = dictionary.pad()
         self.clone_batch = clone_batch
         self.mask_sampler = mask_sampler
-        self.seed = seed
-        self.shuffle = shuffle
-        self.epoch = 1
         self.sizes = np.asarray(blocks.sizes, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.blocks)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().set_epoch(epoch)
         if hasattr(self.blocks, "set_epoch"):
             self.blocks.set_epoch(epoch)
 
-    @property
-    def can_reuse_epoch_itr_across_epochs(self) -> bool:
-        return False  # order and masks depend on the epoch
-
     def __getitem__(self, index: int) -> Dict:
         return {"id": index, "source": self.blocks[index]}
-
-    def num_tokens(self, index: int) -> int:
-        return int(self.sizes[index])
-
-    def num_tokens_vec(self, indices: np.ndarray) -> np.ndarray:
-        return self.sizes[indices]
-
-    def size(self, index: int) -> int:
-        return int(self.sizes[index])
-
-    def ordered_indices(self) -> np.ndarray:
-        if self.shuffle:
-            with data_utils.numpy_seed(self.seed, self.epoch):
-                order = [np.random.permutation(len(self))]
-        else:
-            order = [np.arange(len(self))]
-        order.append(self.sizes)
-        return np.lexsort(order)[::-1]  # longest first, random among equal sizes
 
     def collater(self, samples: List[Dict]) -> Dict:
         if not samples:
@@ -130,12 +103,8 @@ class TextPretrainingDataset(FairseqDataset):
         padding_mask = source.eq(self.pad)                                           # (B, T)
         net_input = {"source": source, "padding_mask": padding_mask}
         if self.mask_sampler is not None:
-            rows, length = len(samples) * self.clone_batch, source.size(1)
-            mask = self.mask_sampler(rows, length, seeded_generator(self.seed, self.epoch, *ids))
-            if tuple(mask.shape) != (rows, length) or mask.dtype != torch.bool:
-                raise ValueError(f"mask_sampler must return a ({rows}, {length}) bool mask, got "
-                                 f"{tuple(mask.shape)} {mask.dtype}")
-            net_input["precomputed_mask"] = mask                                     # (B*M, T)
+            net_input["precomputed_mask"] = self.sample_mask(                        # (B*M, T)
+                self.mask_sampler, ids, len(samples) * self.clone_batch, source.size(1))
         return {"id": torch.LongTensor(ids), "net_input": net_input,
                 "ntokens": int((~padding_mask).sum()), "nsentences": len(samples)}
 
