@@ -108,9 +108,18 @@ def sample_block_mask(
     chosen = sample_blocks(num_rows, length, num_block_starts(length, mask_prob, mask_length,
                                                              mask_prob_adjust, inverse),
                            mask_length, generator)
-    target = int(length * chosen_prob)
-    # Rank frames: chosen ones first (random order among them), then the rest; take the top
-    # `target`. This trims surplus and fills shortfall in one vectorised step.
+    return _fix_count(chosen, int(length * chosen_prob), inverse, generator)
+
+
+def _fix_count(chosen: torch.Tensor, target: int, inverse: bool,
+               generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Select exactly ``target`` positions per row, preferring the ``chosen`` ones, and return
+    the mask (the complement of the selection for inverse masking).
+
+    Ranks positions: chosen ones first (random order among them), then the rest, and takes
+    the top ``target``: trims surplus and fills shortfall in one vectorised step.
+    """
+    num_rows, length = chosen.shape
     score = torch.rand(num_rows, length, generator=generator) + chosen.float()
     fixed = torch.zeros(num_rows, length, dtype=torch.bool)
     if target > 0:
@@ -181,12 +190,7 @@ def sample_block_mask_2d(
     chosen_prob = 1.0 - mask_prob if inverse else mask_prob
     num_starts = max(0, min(length, int(length * (chosen_prob + mask_prob_adjust) / mask_length ** 2)))
     chosen = sample_blocks_2d(num_rows, height, width, num_starts, mask_length, generator)
-    target = int(length * chosen_prob)
-    score = torch.rand(num_rows, length, generator=generator) + chosen.float()
-    fixed = torch.zeros(num_rows, length, dtype=torch.bool)
-    if target > 0:
-        fixed.scatter_(1, score.topk(target, dim=1).indices, True)
-    return ~fixed if inverse else fixed
+    return _fix_count(chosen, int(length * chosen_prob), inverse, generator)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,19 @@ class MaskedPretrainingTask(FairseqTask):
         self.mask_sampler = MODALITY_ENCODERS[modality].mask_sampler(self.modality_cfg)
         return model
 
+    # Pretraining reads raw inputs: no dictionaries, no length limit (tasks with a vocabulary
+    # override source_dictionary).
+    @property
+    def source_dictionary(self):
+        return None
+
+    @property
+    def target_dictionary(self):
+        return None
+
+    def max_positions(self):
+        return None
+
     def require_model(self) -> None:
         if self.mask_sampler is None:
             raise RuntimeError("build the model before loading datasets: the batch expander "

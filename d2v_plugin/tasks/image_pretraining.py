@@ -94,17 +94,6 @@ class ImagePretrainingTask(MaskedPretrainingTask):
         logger.info(f"{split}: {len(self.datasets[split])} images "
                     f"({'augmented' if train else 'evaluation transform'})")
 
-    @property
-    def source_dictionary(self):
-        return None
-
-    @property
-    def target_dictionary(self):
-        return None
-
-    def max_positions(self):
-        return None
-
 
 @dataclass
 class MAEImagePretrainingConfig(ImagePretrainingConfig):

@@ -59,14 +59,3 @@ class Data2VecPretrainingTask(MaskedPretrainingTask):
         self.expander = ExpanderConfig(self.clone_batch, audio.mask_prob, audio.mask_length,
                                        audio.mask_prob_adjust, audio.inverse_mask)
         return model
-
-    @property
-    def source_dictionary(self):
-        return None
-
-    @property
-    def target_dictionary(self):
-        return None
-
-    def max_positions(self):
-        return None
