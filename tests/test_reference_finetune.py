@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from reference_fixture import fixture_dir
 from cli_utils import json_rows, run_hydra_train, run_python
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURE = Path(os.environ.get("D2V_FIXTURES", REPO.parent / "shared" / "fixtures")) / "upstream_d2v2_audio"
+FIXTURE = fixture_dir("upstream_d2v2_audio")
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (FIXTURE / "checkpoint_training_state.pt").exists(),
