@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 import make_image_corpus as mic
-from cli_utils import HYDRA_TRAIN, REPO, json_rows, run_hydra_train, run_python
+from cli_utils import (HYDRA_TRAIN, REPO, assert_same_rows_after_resume, json_rows,
+                       kill_after_first_checkpoint, run_hydra_train, run_python)
 
 pytestmark = pytest.mark.slow
 
@@ -210,33 +211,13 @@ def test_killed_image_run_resumes_with_the_same_losses_and_teacher(trained, digi
     """SIGKILL after the first checkpoint, re-run the same command: every later logged loss
     equals the uninterrupted run's (crops, flips and masks are functions of (seed, epoch, ids);
     fairseq restores the iterator position), and the final teacher is the same."""
-    import random
-    import signal
-    import time
-
     run_dir, reference_rows, _ = trained
     save_dir = tmp_path / "ckpt"
     args = overrides(digits, save_dir) + ["checkpoint.save_interval_updates=15"]
-    cmd = [HYDRA_TRAIN, "--config-dir", str(REPO / "config" / "pretraining"), "--config-name", "tiny_image",
-           f"common.user_dir={REPO / 'd2v_plugin'}", *args]
-    victim = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not (save_dir / "checkpoint_last.pt").exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.Random(0).uniform(0.0, 1.0))
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    resume_at = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)["optimizer_history"][-1]["num_updates"]
+    resume_at = kill_after_first_checkpoint("tiny_image", args, save_dir, tmp_path)
     assert 15 <= resume_at < UPDATES
-
     proc = run_hydra_train("pretraining", "tiny_image", args, cwd=tmp_path)
-    resumed = json_rows(proc.stdout + proc.stderr)
-    assert int(resumed[0]["num_updates"]) == resume_at + 1 and int(resumed[-1]["num_updates"]) == UPDATES
-    reference = {int(r["num_updates"]): r for r in reference_rows}
-    for row in resumed:
-        n = int(row["num_updates"])
-        for key in ("loss", "target_var", "pred_var", "ema_decay"):
-            assert row[key] == reference[n][key], f"update {n}: {key} {row[key]} != {reference[n][key]}"
+    assert_same_rows_after_resume(json_rows(proc.stdout + proc.stderr), reference_rows, resume_at, UPDATES)
     final = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)["model"]
     expected = torch.load(run_dir / "ckpt" / "checkpoint_last.pt", weights_only=True)["model"]
     for name, tensor in expected["_ema"].items():

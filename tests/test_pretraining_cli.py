@@ -1,15 +1,13 @@
 """The tiny config through the real ``fairseq-hydra-train``: it learns, it saves, it resumes."""
 import json
 import os
-import random
-import signal
 import subprocess
-import time
 
 import pytest
 import torch
 
-from cli_utils import HYDRA_TRAIN, REPO, json_rows, run_hydra_train, run_python
+from cli_utils import (HYDRA_TRAIN, REPO, assert_same_rows_after_resume, json_rows,
+                       kill_after_first_checkpoint, run_hydra_train, run_python)
 
 pytestmark = pytest.mark.slow
 
@@ -70,30 +68,13 @@ def test_killed_run_resumes_from_checkpoint_last_with_same_losses_and_teacher(un
     _, reference_rows = uninterrupted
     save_dir = tmp_path / "ckpt"
     overrides = train_overrides(speech_corpus, save_dir, UPDATES) + ["checkpoint.save_interval_updates=30"]
-    cmd = [HYDRA_TRAIN, "--config-dir", str(REPO / "config" / "pretraining"), "--config-name", "tiny_audio",
-           f"common.user_dir={REPO / 'd2v_plugin'}", *overrides]
-    victim = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not (save_dir / "checkpoint_last.pt").exists() and victim.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(random.Random(0).uniform(0.0, 1.0))
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    saved = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)
-    resume_at = saved["optimizer_history"][-1]["num_updates"]
+    resume_at = kill_after_first_checkpoint("tiny_audio", overrides, save_dir, tmp_path)
     assert 30 <= resume_at < UPDATES
     for checkpoint in save_dir.glob("*.pt"):  # a killed write may leave a .tmp, never a broken .pt
         torch.load(checkpoint, weights_only=True)
 
     proc = run_hydra_train("pretraining", "tiny_audio", overrides, cwd=tmp_path)
-    resumed = json_rows(proc.stdout + proc.stderr)
-    assert int(resumed[0]["num_updates"]) == resume_at + 1
-    assert int(resumed[-1]["num_updates"]) == UPDATES
-    reference = {int(r["num_updates"]): r for r in reference_rows}
-    for row in resumed:
-        n = int(row["num_updates"])
-        for key in ("loss", "target_var", "pred_var", "ema_decay"):
-            assert row[key] == reference[n][key], f"update {n}: {key} {row[key]} != {reference[n][key]}"
+    assert_same_rows_after_resume(json_rows(proc.stdout + proc.stderr), reference_rows, resume_at, UPDATES)
     final = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)["model"]
     uninterrupted_final = torch.load(uninterrupted[0] / "ckpt" / "checkpoint_last.pt", weights_only=True)["model"]
     assert int(final["_ema_num_updates"]) == int(uninterrupted_final["_ema_num_updates"]) == UPDATES - 1

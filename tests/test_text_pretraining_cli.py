@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cli_utils import REPO, json_rows, run_hydra_train, run_python
+from cli_utils import (REPO, assert_same_rows_after_resume, json_rows, kill_after_first_checkpoint,
+                       run_hydra_train, run_python)
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +49,19 @@ def prepared(tmp_path_factory):
     return root, corpus, root / "prep" / "data-bin"
 
 
+def _overrides(data_bin: Path, save_dir: Path):
+    return [f"task.data={data_bin}", f"checkpoint.save_dir={save_dir}",
+            f"optimization.max_update={UPDATES}", "lr_scheduler.warmup_updates=10",
+            "common.log_format=json", "common.log_interval=1", "dataset.validate_interval_updates=0",
+            "checkpoint.save_interval_updates=0"]
+
+
 @pytest.fixture(scope="module")
 def trained(prepared):
     root, _, data_bin = prepared
     run_dir = root / "run"
     run_dir.mkdir()
-    proc = run_hydra_train("pretraining", "tiny_text", [
-        f"task.data={data_bin}", f"checkpoint.save_dir={run_dir / 'ckpt'}",
-        f"optimization.max_update={UPDATES}", "lr_scheduler.warmup_updates=10",
-        "common.log_format=json", "common.log_interval=1", "dataset.validate_interval_updates=0",
-        "checkpoint.save_interval_updates=0"], cwd=run_dir)
+    proc = run_hydra_train("pretraining", "tiny_text", _overrides(data_bin, run_dir / "ckpt"), cwd=run_dir)
     return run_dir, json_rows(proc.stdout + proc.stderr), json_rows(proc.stdout + proc.stderr, "valid")
 
 
@@ -140,3 +144,22 @@ def test_text_probe_command_compares_pretrained_with_random_init(trained, prepar
     assert set(shares["pretrained"]) == {"features", "targets"}
     assert all(0.0 <= v <= 1.0 for s in shares.values() for v in s.values())
     assert "explained by position alone" in proc.stdout
+
+
+def test_killed_text_run_resumes_with_the_same_losses_and_teacher(trained, prepared, tmp_path):
+    """SIGKILL after the first checkpoint, re-run the same command: every later logged loss
+    equals the uninterrupted run's (blocks, order and masks are functions of (seed, epoch,
+    ids)), and the final teacher (the EMA of the blocks) is the same."""
+    run_dir, reference_rows, _ = trained
+    save_dir = tmp_path / "ckpt"
+    args = _overrides(prepared[2], save_dir) + ["checkpoint.save_interval_updates=20"]
+    resume_at = kill_after_first_checkpoint("tiny_text", args, save_dir, tmp_path)
+    assert 20 <= resume_at < UPDATES
+    proc = run_hydra_train("pretraining", "tiny_text", args, cwd=tmp_path)
+    assert_same_rows_after_resume(json_rows(proc.stdout + proc.stderr), reference_rows, resume_at, UPDATES)
+    import torch
+
+    final = torch.load(save_dir / "checkpoint_last.pt", weights_only=True)["model"]
+    expected = torch.load(run_dir / "ckpt" / "checkpoint_last.pt", weights_only=True)["model"]
+    for name, tensor in expected["_ema"].items():
+        assert torch.equal(final["_ema"][name], tensor), name
