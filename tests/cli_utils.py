@@ -73,3 +73,14 @@ def assert_same_rows_after_resume(resumed: List[Dict], reference_rows: List[Dict
         n = int(row["num_updates"])
         for key in keys:
             assert row[key] == reference[n][key], f"update {n}: {key} {row[key]} != {reference[n][key]}"
+
+
+def assert_same_teacher(checkpoint: Path, expected_checkpoint: Path) -> None:
+    """Both checkpoints hold bit-identical EMA teachers (the ``_ema`` entry of the model)."""
+    import torch
+
+    final = torch.load(checkpoint, weights_only=True)["model"]["_ema"]
+    expected = torch.load(expected_checkpoint, weights_only=True)["model"]["_ema"]
+    assert final.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(final[name], tensor), name
