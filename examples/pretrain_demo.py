@@ -8,7 +8,6 @@ the last target_var, and where the checkpoint is.
 """
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time

@@ -1,7 +1,6 @@
 """The pretrained-vs-random-init ASR comparison runs end to end on a reduced budget (the full
 budget and its table are in the README; the margin is asserted only there)."""
 import json
-import sys
 
 import pytest
 

@@ -1,7 +1,5 @@
 """A checkpoint written by the reference data2vec 2.0 implementation (recorded user_dir and
 data paths that exist nowhere) fine-tunes for CTC through fairseq's wav2vec_ctc."""
-import json
-import os
 from pathlib import Path
 
 import pytest

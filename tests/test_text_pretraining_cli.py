@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_utils import (REPO, assert_same_rows_after_resume, assert_same_teacher, json_rows,
+from cli_utils import (assert_same_rows_after_resume, assert_same_teacher, json_rows,
                        kill_after_first_checkpoint, run_hydra_train, run_python)
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,5 @@
 """Audio modality: conv feature encoder + conv positional encoder + ALiBi (the paper's speech model)."""
-from typing import List, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -9,14 +9,14 @@ from fairseq.modules import GradMultiply, SamePad, TransposeLast
 from ..masking import feature_lengths, parse_conv_spec, receptive_field
 from .config import AudioModalityConfig, Data2Vec2Config
 from .decoder import Decoder1d
-from .modality import ContextEncoder, Contextualized, LayerMasks, ModalityEncoder, make_block, register_modality
-
-__all__ = ["AudioEncoder", "Contextualized", "LayerMasks", "make_block"]
+from .modality import ContextEncoder, ModalityEncoder, register_modality
 
 
 @register_modality("AUDIO")
 class AudioEncoder(ModalityEncoder):
     """Waveform -> 50 Hz frames; positions come from a conv over the (masked) frames."""
+
+    local_modules = ("local_encoder", "project_features")
 
     def __init__(self, cfg: AudioModalityConfig, model_cfg: Data2Vec2Config, task=None):
         super().__init__(cfg, model_cfg)
@@ -41,9 +41,6 @@ class AudioEncoder(ModalityEncoder):
         )
         self.context_encoder = ContextEncoder(model_cfg, cfg)
         self.decoder = Decoder1d(cfg.decoder, dim)
-
-    def teacher_parts(self) -> List[str]:
-        return ["local_encoder", "project_features"] if self.cfg.ema_local_encoder else []
 
     def local_features(self, source: torch.Tensor) -> torch.Tensor:
         """Waveform (B, S) -> projected conv features (B, T, D)."""

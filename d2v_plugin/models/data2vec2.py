@@ -91,10 +91,8 @@ class Data2Vec2Model(BaseFairseqModel):
         for name, encoder in self.modality_encoders.items():
             prefix = f"modality_encoders.{name}."
             parts.append(prefix + "decoder")
-            kept = set(encoder.teacher_parts())
-            for local in ("local_encoder", "project_features"):
-                if local not in kept and hasattr(encoder, local):
-                    parts.append(prefix + local)
+            if not encoder.cfg.ema_local_encoder:
+                parts += [prefix + name for name in encoder.local_modules]
             if encoder.mask_emb is not None:
                 parts.append(prefix + "mask_emb")
         return parts
@@ -189,7 +187,7 @@ class Data2Vec2Model(BaseFairseqModel):
             blocks = teacher
         else:
             encoder = teacher.modality_encoders[mode]
-            if "local_encoder" in encoder.teacher_parts():
+            if encoder.cfg.ema_local_encoder:
                 local = encoder.local_features(source.float() if source.is_floating_point() else source)
             ctx = encoder.contextualize(local.detach().float(), frame_padding, None, remove_masked=False)
             blocks = teacher.blocks

@@ -14,7 +14,7 @@ registers itself with ``@register_modality`` plus its config in ``config.Modalit
 Parameter names follow the reference implementation (``local_encoder``, ``context_encoder``,
 ``decoder``, ``extra_tokens``, ``alibi_scale``) so its checkpoints load unchanged.
 """
-from typing import Callable, Dict, List, NamedTuple, Optional, Type
+from typing import Callable, Dict, NamedTuple, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -165,9 +165,9 @@ class ModalityEncoder(nn.Module):
         """The student masks, as a picklable callable (the data loader's workers sample them)."""
         return BlockMaskSampler(cfg.mask_prob, cfg.mask_length, cfg.mask_prob_adjust, cfg.inverse_mask)
 
-    def teacher_parts(self) -> List[str]:
-        """Submodule names the EMA teacher needs besides the context path."""
-        return ["local_encoder"] if self.cfg.ema_local_encoder else []
+    # The submodules that make the local features: the teacher keeps its own EMA copy of them
+    # only with ``ema_local_encoder`` (otherwise it reads the student's local features).
+    local_modules: Tuple[str, ...] = ("local_encoder",)
 
     # ---- shared ------------------------------------------------------------------------
     @property

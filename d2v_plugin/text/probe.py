@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..asr import _cli
+from ..linear_probe import fit_linear_probe
 
 logger = logging.getLogger(__name__)
 
@@ -75,21 +76,11 @@ def sentence_features(model, source: torch.Tensor, padding_mask: torch.Tensor,
 
 
 def fit_probe(features: Dict[str, np.ndarray], labels: Dict[str, np.ndarray], name: str,
-              C_grid: Sequence[float] = DEFAULT_C, seed: int = 0) -> ProbeResult:
+              C_grid: Sequence[float] = DEFAULT_C) -> ProbeResult:
     """Standardise + logistic regression on train; C by valid accuracy; test accuracy."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    best: Optional[ProbeResult] = None
-    for C in C_grid:
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000, random_state=seed))
-        clf.fit(features["train"], labels["train"])
-        result = ProbeResult(name, float(clf.score(features["valid"], labels["valid"])),
-                             float(clf.score(features["test"], labels["test"])), float(C))
-        if best is None or result.valid_accuracy > best.valid_accuracy:
-            best = result
-    return best
+    C, valid_acc, test_acc = fit_linear_probe(*[(features[s], labels[s]) for s in ("train", "valid", "test")],
+                                              c_grid=C_grid, max_iter=5000)
+    return ProbeResult(name, valid_acc, test_acc, float(C))
 
 
 @torch.no_grad()

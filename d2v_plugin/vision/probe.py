@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..asr import _cli
+from ..linear_probe import fit_linear_probe
 
 logger = logging.getLogger(__name__)
 
@@ -94,25 +95,6 @@ def extract(model, task, data: str, split: str, classes: Optional[Sequence[str]]
     return feats, np.concatenate(labels), dataset.classes
 
 
-def fit_probe(train: Tuple[np.ndarray, np.ndarray], valid: Tuple[np.ndarray, np.ndarray],
-              test: Tuple[np.ndarray, np.ndarray], c_grid: Sequence[float] = DEFAULT_C_GRID,
-              max_iter: int = 2000) -> Tuple[float, float, float]:
-    """(C, valid top-1, test top-1): standardise on train, logistic regression, C by valid."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(train[0])
-    xs = [scaler.transform(x) for x, _ in (train, valid, test)]
-    best = None
-    for c in c_grid:
-        clf = LogisticRegression(C=c, max_iter=max_iter).fit(xs[0], train[1])
-        valid_acc = float((clf.predict(xs[1]) == valid[1]).mean())
-        if best is None or valid_acc > best[1]:
-            best = (c, valid_acc, clf)
-    c, valid_acc, clf = best
-    return c, valid_acc, float((clf.predict(xs[2]) == test[1]).mean())
-
-
 def probe(checkpoint: str, data: str, pools: Sequence[str] = ("mean",), random_init: bool = False,
           seed: Optional[int] = None, c_grid: Sequence[float] = DEFAULT_C_GRID,
           batch_size: int = 64, splits: Tuple[str, str, str] = ("train", "valid", "test")) -> List[ProbeResult]:
@@ -130,7 +112,7 @@ def probe(checkpoint: str, data: str, pools: Sequence[str] = ("mean",), random_i
     for pool in pools:
         t0 = time.perf_counter()
         train, valid, test = [(features[s][0][pool], features[s][1]) for s in splits]
-        c, valid_acc, test_acc = fit_probe(train, valid, test, c_grid)
+        c, valid_acc, test_acc = fit_linear_probe(train, valid, test, c_grid)
         results.append(ProbeResult(name, pool, c, valid_acc, test_acc, train[0].shape[1],
                                    extracted + time.perf_counter() - t0))
         logger.info("%s, %s pooling: valid %.1f%%, test %.1f%% (C=%g)", name, pool, 100 * valid_acc,
@@ -153,7 +135,7 @@ def pixel_probe(checkpoint: str, data: str, c_grid: Sequence[float] = DEFAULT_C_
         items = [dataset[i] for i in range(len(dataset))]
         data_by_split.append((np.stack([item["source"].flatten().numpy() for item in items]),
                               np.array([item["label"] for item in items])))
-    c, valid_acc, test_acc = fit_probe(*data_by_split, c_grid=c_grid)
+    c, valid_acc, test_acc = fit_linear_probe(*data_by_split, c_grid=c_grid)
     logger.info("pixels: valid %.1f%%, test %.1f%% (C=%g)", 100 * valid_acc, 100 * test_acc, c)
     return ProbeResult("pixels (no model)", "-", c, valid_acc, test_acc, data_by_split[0][0].shape[1],
                        time.perf_counter() - start)
