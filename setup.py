@@ -33,6 +33,7 @@ setup(
         "d2v-features=d2v_plugin.asr.extract_features:cli",
         "d2v-lm=d2v_plugin.asr.ngram:cli",
         "d2v-text-prep=d2v_plugin.text.prepare:cli",
+        "d2v-text-classification-prep=d2v_plugin.text.classification_prep:cli",
         "d2v-image-probe=d2v_plugin.vision.probe:cli",
         "d2v-text-probe=d2v_plugin.text.probe:cli",
     ]},

@@ -13,24 +13,10 @@ encoder as the paper does, which at this tiny scale hurts the pretrained run).
 """
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-HYDRA_TRAIN = str(Path(sys.executable).with_name("fairseq-hydra-train"))
-
-
-def hydra(config_dir: str, config: str, overrides, log: Path) -> float:
-    cmd = [HYDRA_TRAIN, "--config-dir", str(REPO / "config" / config_dir), "--config-name", config,
-           f"common.user_dir={REPO / 'd2v_plugin'}", *overrides]
-    started = time.time()
-    with open(log, "w") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed; see {log}")
-    return time.time() - started
+from _hydra_run import REPO, hydra
 
 
 def best_valid_wer(log: Path) -> float:

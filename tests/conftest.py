@@ -23,3 +23,19 @@ def speech_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("speech_corpus")
     make_corpus(out, num_train=120, num_valid=24, num_test=24, seed=3)
     return out
+
+
+@pytest.fixture(scope="session")
+def text_pipeline_prepared(tmp_path_factory):
+    """(root, corpus, data-bin) of the embedded text corpus with odd lines (text_pipeline.py)."""
+    from text_pipeline import prepare_corpus
+
+    return prepare_corpus(tmp_path_factory.mktemp("text_cli"))
+
+
+@pytest.fixture(scope="session")
+def text_pipeline_trained(text_pipeline_prepared):
+    """(run folder, train rows, valid rows) of a short tiny_text pretraining run."""
+    from text_pipeline import pretrain
+
+    return pretrain(text_pipeline_prepared)

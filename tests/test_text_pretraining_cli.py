@@ -1,68 +1,28 @@
 """Text end to end through the real commands: corpus -> d2v-text-prep -> fairseq-hydra-train
-tiny_text -> a checkpoint that loads in a fresh process -> d2v-text-probe.
-
-The valid/test text carries lines the pipeline must survive: empty lines and characters the
-sentencepiece model never saw (they become <unk> and reach the model as such).
+tiny_text -> a checkpoint that loads in a fresh process -> d2v-text-probe (the corpus and the
+pretraining run are session fixtures, text_pipeline.py; fine-tuning: test_text_classification_cli.py).
 """
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from cli_utils import (assert_same_rows_after_resume, assert_same_teacher, json_rows,
                        kill_after_first_checkpoint, run_hydra_train, run_python)
+from text_pipeline import BIN, UPDATES, run_command
+from text_pipeline import pretraining_overrides as _overrides
 
 pytestmark = pytest.mark.slow
 
-UPDATES = 60
-BIN = Path(sys.executable).parent
-ODD_LINES = ["", "A mapping 😀 object maps hashable values to arbitrary objects 世界.", "   "]
 
-
-def _run(cmd, cwd, timeout=300):
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    return proc
+@pytest.fixture(scope="module")
+def prepared(text_pipeline_prepared):
+    return text_pipeline_prepared
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """The embedded corpus, with odd lines added to valid and test (and their labels)."""
-    from make_text_corpus import make_corpus
-
-    root = tmp_path_factory.mktemp("text_cli")
-    corpus = root / "corpus"
-    make_corpus(corpus, seed=1)
-    first_class = (corpus / "classes.txt").read_text().split()[0]
-    for split in ("valid", "test"):
-        with open(corpus / f"{split}.txt", "a", encoding="utf-8") as f:
-            f.write("\n".join(ODD_LINES) + "\n")
-        with open(corpus / f"{split}.label", "a", encoding="utf-8") as f:
-            f.write("\n".join([first_class] * len(ODD_LINES)) + "\n")
-    _run([BIN / "d2v-text-prep", "--train", corpus / "train.txt", "--valid", corpus / "valid.txt",
-          "--test", corpus / "test.txt", "--out-dir", root / "prep", "--vocab-size", "800"], cwd=root)
-    summary = json.loads((root / "prep" / "data-bin" / "text_prep.json").read_text())
-    assert summary["splits"]["valid"]["unk_lines"] >= 1 and summary["splits"]["valid"]["empty"] >= 2
-    return root, corpus, root / "prep" / "data-bin"
-
-
-def _overrides(data_bin: Path, save_dir: Path):
-    return [f"task.data={data_bin}", f"checkpoint.save_dir={save_dir}",
-            f"optimization.max_update={UPDATES}", "lr_scheduler.warmup_updates=10",
-            "common.log_format=json", "common.log_interval=1", "dataset.validate_interval_updates=0",
-            "checkpoint.save_interval_updates=0"]
-
-
-@pytest.fixture(scope="module")
-def trained(prepared):
-    root, _, data_bin = prepared
-    run_dir = root / "run"
-    run_dir.mkdir()
-    proc = run_hydra_train("pretraining", "tiny_text", _overrides(data_bin, run_dir / "ckpt"), cwd=run_dir)
-    return run_dir, json_rows(proc.stdout + proc.stderr), json_rows(proc.stdout + proc.stderr, "valid")
+def trained(text_pipeline_trained):
+    return text_pipeline_trained
 
 
 def test_tiny_text_pretraining_loss_falls_and_logs_the_monitors(trained):
@@ -124,7 +84,7 @@ def test_text_probe_command_compares_pretrained_with_random_init(trained, prepar
     run_dir, _, _ = trained
     _, corpus, data_bin = prepared
     out = tmp_path / "probe.json"
-    proc = _run([BIN / "d2v-text-probe", run_dir / "ckpt" / "checkpoint_last.pt", "--data-bin", data_bin,
+    proc = run_command([BIN / "d2v-text-probe", run_dir / "ckpt" / "checkpoint_last.pt", "--data-bin", data_bin,
                  "--corpus", corpus, "--random-seeds", "1", "--C", "0.1", "--json", out], cwd=tmp_path)
     assert "| pretrained |" in proc.stdout and "| random init (seed 1) |" in proc.stdout
     report = json.loads(out.read_text())

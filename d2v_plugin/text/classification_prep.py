@@ -1,0 +1,209 @@
+"""Labelled text -> the data of fairseq's ``sentence_prediction`` task (``d2v-text-classification-prep``).
+
+Fine-tuning a text checkpoint for sentence classification (``config/finetuning/
+tiny_text_classification.yaml``) reads the layout RoBERTa's GLUE recipe uses::
+
+    OUT/input0/dict.txt                        the *pretraining* dictionary (a copy)
+    OUT/input0/{train,valid,test}.{bin,idx}    sentences as BPE pieces, each ending in </s>
+    OUT/label/dict.txt                         the classes, in order (class i = line i)
+    OUT/label/{train,valid,test}.{bin,idx}     one class per sentence
+    OUT/classification_prep.json               classes, counts per split, skipped lines
+
+Example::
+
+    d2v-text-classification-prep --corpus data/text/corpus --data-bin data/text/data-bin \\
+        --out-dir data/text/topic-bin
+
+``--corpus`` holds ``{split}.txt`` (one sentence per line, UTF-8) and ``{split}.label`` (its
+class, line for line) for train and valid, test optional (``examples/make_text_corpus.py``
+writes them). Sentences are encoded with the pretraining data-bin's sentencepiece model and
+binarized with its ``dict.txt`` (fairseq-preprocess), so token ids are those the checkpoint
+was pretrained with. The classes are ``--classes`` (a file, one per line), else the corpus'
+``classes.txt``, else every label of train, sorted. Skipped, counted and reported: lines whose
+label is not a class, and empty lines (nothing left after normalisation). Characters the BPE
+model never saw become ``<unk>`` (counted), as in ``d2v-text-prep``. A label file with a
+different number of lines than its text is an error naming both files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from ..asr import _cli
+from .bpe import PieceEncoder
+from .prepare import SPLITS, SPM_NAME, EXAMPLES, TextPrepError, binarize, read_lines
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_NAME = "classification_prep.json"
+
+
+@dataclass
+class LabelledSplitStats:
+    split: str
+    lines: int = 0            # lines read
+    kept: int = 0             # sentences binarized
+    other_label: int = 0      # label not among the classes: skipped
+    empty: int = 0            # nothing to encode: skipped
+    unk_chars: int = 0        # characters mapped to <unk> in kept lines
+    tokens: int = 0           # pieces of kept lines (without </s>)
+    class_counts: Dict[str, int] = field(default_factory=dict)
+    empty_examples: List[int] = field(default_factory=list)
+
+
+def read_class_list(path: str) -> List[str]:
+    names = [text.strip() for _, text in read_lines(path) if text.strip()]
+    if not names:
+        raise TextPrepError(f"{path}: no class names")
+    if len(set(names)) != len(names):
+        raise TextPrepError(f"{path}: a class is listed twice")
+    if any(len(n.split()) != 1 for n in names):
+        raise TextPrepError(f"{path}: class names must not contain spaces")
+    return names
+
+
+def _paired_lines(corpus: str, split: str):
+    text_path, label_path = (os.path.join(corpus, f"{split}.{ext}") for ext in ("txt", "label"))
+    texts, labels = list(read_lines(text_path)), list(read_lines(label_path))
+    if len(texts) != len(labels):
+        raise TextPrepError(f"{text_path} has {len(texts)} lines but {label_path} has {len(labels)}: "
+                            f"text and labels must match line for line")
+    return text_path, [(number, text, label.strip()) for (number, text), (_, label) in zip(texts, labels)]
+
+
+def encode_labelled_split(encoder: PieceEncoder, corpus: str, split: str, classes: Sequence[str],
+                          text_out: str, label_out: str) -> LabelledSplitStats:
+    """Write the kept sentences as pieces to ``text_out`` and their classes to ``label_out``."""
+    text_path, rows = _paired_lines(corpus, split)
+    wanted = set(classes)
+    stats = LabelledSplitStats(split, lines=len(rows), class_counts={c: 0 for c in classes})
+    labelled = [(n, t, l) for n, t, l in rows if l in wanted]
+    stats.other_label = len(rows) - len(labelled)
+    with open(text_out, "w", encoding="utf-8", newline="\n") as ft, \
+            open(label_out, "w", encoding="utf-8", newline="\n") as fl:
+        for (number, _, label), enc in zip(labelled, encoder.encode_many([t for _, t, _ in labelled])):
+            if not enc.pieces:
+                stats.empty += 1
+                if len(stats.empty_examples) < EXAMPLES:
+                    stats.empty_examples.append(number)
+                continue
+            ft.write(" ".join(enc.pieces) + "\n")
+            fl.write(label + "\n")
+            stats.kept += 1
+            stats.tokens += len(enc.pieces)
+            stats.unk_chars += enc.unk_chars
+            stats.class_counts[label] += 1
+    if stats.other_label:
+        logger.info("%s: skipped %d line(s) whose label is not one of the %d classes", text_path,
+                    stats.other_label, len(classes))
+    if stats.empty:
+        logger.warning("%s: skipped %d empty line(s), e.g. line(s) %s", text_path, stats.empty,
+                       ", ".join(map(str, stats.empty_examples)))
+    if stats.unk_chars:
+        logger.warning("%s: %d character(s) are not in the BPE model and became <unk>", text_path,
+                       stats.unk_chars)
+    if stats.kept == 0:
+        raise TextPrepError(f"{text_path}: no labelled sentence left (classes: {', '.join(classes)})")
+    return stats
+
+
+def write_label_dictionary(classes: Sequence[str], counts: Dict[str, int], path: str) -> None:
+    """``dict.txt`` of the classes in the given order, so fairseq's label index i is class i."""
+    with open(path, "w", encoding="utf-8") as f:
+        for name in classes:
+            f.write(f"{name} {max(counts.get(name, 0), 1)}\n")
+
+
+def prepare_classification(corpus: str, data_bin: str, out_dir: str,
+                           classes_file: Optional[str] = None) -> Dict:
+    """Encode and binarize every split of ``corpus``; returns the summary written to the json."""
+    for name in (SPM_NAME + ".model", "dict.txt"):
+        if not os.path.isfile(os.path.join(data_bin, name)):
+            raise FileNotFoundError(f"{data_bin}/{name} not found: --data-bin must be the pretraining "
+                                    f"data-bin written by d2v-text-prep")
+    splits = [s for s in SPLITS if os.path.isfile(os.path.join(corpus, f"{s}.txt"))]
+    for required in ("train", "valid"):
+        if required not in splits:
+            raise FileNotFoundError(f"{corpus}/{required}.txt not found")
+    classes_file = classes_file or (os.path.join(corpus, "classes.txt")
+                                    if os.path.isfile(os.path.join(corpus, "classes.txt")) else None)
+    if classes_file:
+        classes = read_class_list(classes_file)
+    else:
+        classes = sorted({label for _, _, label in _paired_lines(corpus, "train")[1] if label})
+
+    encoder = PieceEncoder(os.path.join(data_bin, SPM_NAME + ".model"))
+    plain = os.path.join(out_dir, "plain")
+    for sub in ("input0", "label", "plain"):
+        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    stats, text_paths, label_paths = {}, {}, {}
+    for split in splits:
+        text_paths[split] = os.path.join(plain, f"{split}.input0")
+        label_paths[split] = os.path.join(plain, f"{split}.label")
+        stats[split] = encode_labelled_split(encoder, corpus, split, classes, text_paths[split],
+                                             label_paths[split])
+
+    input_dict = os.path.join(out_dir, "input0", "dict.txt")
+    shutil.copyfile(os.path.join(data_bin, "dict.txt"), input_dict)
+    label_dict = os.path.join(out_dir, "label", "dict.txt")
+    write_label_dictionary(classes, stats["train"].class_counts, label_dict)
+    binarize(text_paths, input_dict, os.path.join(out_dir, "input0"))
+    binarize(label_paths, label_dict, os.path.join(out_dir, "label"))
+    _check_binarized(out_dir, stats, classes)
+
+    summary = {"num_classes": len(classes), "classes": classes, "data_bin": os.path.abspath(data_bin),
+               "splits": {k: asdict(v) for k, v in stats.items()}}
+    with open(os.path.join(out_dir, SUMMARY_NAME), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
+    return summary
+
+
+def _check_binarized(out_dir: str, stats: Dict[str, LabelledSplitStats], classes: Sequence[str]) -> None:
+    """Reload what fairseq wrote: as many sentences as labels, labels inside the class range."""
+    from fairseq.data import Dictionary, data_utils
+
+    input_dict = Dictionary.load(os.path.join(out_dir, "input0", "dict.txt"))
+    label_dict = Dictionary.load(os.path.join(out_dir, "label", "dict.txt"))
+    for split, s in stats.items():
+        text = data_utils.load_indexed_dataset(os.path.join(out_dir, "input0", split), input_dict)
+        labels = data_utils.load_indexed_dataset(os.path.join(out_dir, "label", split), label_dict)
+        if len(text) != s.kept or len(labels) != s.kept:
+            raise RuntimeError(f"{out_dir}/{split}: {len(text)} sentences and {len(labels)} labels "
+                               f"binarized, expected {s.kept}")
+        first = labels[0][0].item() - label_dict.nspecial
+        if not 0 <= first < len(classes):
+            raise RuntimeError(f"{out_dir}/label/{split}: label index {first} outside the classes")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    p = argparse.ArgumentParser(prog="d2v-text-classification-prep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", required=True, help="folder with {train,valid[,test]}.txt and .label")
+    p.add_argument("--data-bin", required=True, help="the pretraining data-bin (spm.model, dict.txt)")
+    p.add_argument("--out-dir", required=True, help="writes OUT/input0, OUT/label (task.data)")
+    p.add_argument("--classes", help="file with the class names, one per line (default: "
+                                     "CORPUS/classes.txt, else every train label)")
+    p.add_argument("--log-level", default="INFO", help="logging level of the command (console script)")
+    args = p.parse_args(argv)
+    summary = prepare_classification(args.corpus, args.data_bin, args.out_dir, args.classes)
+    for split, s in summary["splits"].items():
+        print(f"  {split:5s} {s['kept']:7d} sentences  skipped: other label {s['other_label']}, "
+              f"empty {s['empty']}  <unk> chars {s['unk_chars']}")
+    print(f"{summary['num_classes']} classes; fine-tune with task.data={args.out_dir} "
+          f"task.num_classes={summary['num_classes']}")
+    return summary
+
+
+def cli() -> int:
+    return _cli.run(main, "d2v-text-classification-prep")
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
