@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from omegaconf import OmegaConf
 
@@ -54,3 +55,31 @@ def test_finetuning_config_composes_with_the_reference_budget(name, tmp_path):
     assert cfg.model.mask_channel_length == 64 and cfg.model.feature_grad_mult == 0.0
     assert cfg.lr_scheduler.phase_ratio == [0.1, 0.4, 0.5]
     assert cfg.checkpoint.best_checkpoint_metric == "wer" and cfg.task.normalize
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tiny_text_classification", "base_text_classification"])
+def test_text_classification_config_composes_and_builds_on_a_text_checkpoint(name, text_pipeline_prepared,
+                                                                             text_pipeline_trained, tmp_path):
+    """fairseq's sentence_prediction task + our model, built on the session's tiny text checkpoint
+    (the architecture comes from the checkpoint, so base and tiny build the same encoder here)."""
+    import d2v_plugin  # noqa: F401
+    from d2v_plugin.text.classification_prep import prepare_classification
+    from fairseq import tasks
+
+    _, corpus, data_bin = text_pipeline_prepared
+    checkpoint = text_pipeline_trained[0] / "ckpt" / "checkpoint_last.pt"
+    prepare_classification(str(corpus), str(data_bin), str(tmp_path / "topic"))
+    cfg = compose(REPO / "config" / "finetuning" / f"{name}.yaml",
+                  [f"task.data={tmp_path / 'topic'}", "task.num_classes=10", f"model.model_path={checkpoint}"])
+    assert cfg.task._name == "sentence_prediction" and cfg.task.d2v2_multi and cfg.task.init_token == 0
+    assert cfg.criterion._name == "sentence_prediction" and cfg.model._name == "data2vec_classification"
+    assert cfg.checkpoint.best_checkpoint_metric == "accuracy" and cfg.checkpoint.maximize_best_checkpoint_metric
+    assert cfg.dataset.required_batch_size_multiple == 1
+    cfg.task.max_positions = 64  # the tiny checkpoint's max_source_positions
+    # --cfg job prints only the criterion keys the yaml sets; the trainer adds the dataclass defaults
+    OmegaConf.update(cfg, "criterion.regression_target", False, force_add=True)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    logits, _ = model(source=torch.tensor([[0, 5, 6, 7, 2, 1]]), classification_head_name="sentence_classification_head")
+    assert logits.shape == (1, 10)
