@@ -219,3 +219,70 @@ def test_killed_image_run_resumes_with_the_same_losses_and_teacher(trained, digi
     proc = run_hydra_train("pretraining", "tiny_image", args, cwd=tmp_path)
     assert_same_rows_after_resume(json_rows(proc.stdout + proc.stderr), reference_rows, resume_at, UPDATES)
     assert_same_teacher(save_dir / "checkpoint_last.pt", run_dir / "ckpt" / "checkpoint_last.pt")
+
+
+def test_image_classification_fine_tunes_and_fairseq_validate_scores_every_test_image(trained, digits, tmp_path):
+    """data2vec_image_classification + data2vec_classification + fairseq's sentence_prediction
+    criterion through fairseq-hydra-train, from a copy of the pretrained checkpoint that is then
+    deleted: loss falls, valid accuracy is logged, the fine-tuned checkpoint loads in a fresh
+    process, and fairseq-validate scores all test images (269: not a multiple of 8)."""
+    import re
+
+    run_dir, _, _ = trained
+    pretrained = tmp_path / "pretrained.pt"
+    shutil.copy(run_dir / "ckpt" / "checkpoint_last.pt", pretrained)
+    proc = run_hydra_train("finetuning", "tiny_image_classification", [
+        f"task.data={digits}", f"model.model_path={pretrained}", f"checkpoint.save_dir={tmp_path / 'ft'}",
+        "optimization.max_update=200", "lr_scheduler.warmup_updates=20", "optimization.lr=[0.003]", "common.log_format=json",
+        "common.log_interval=1"], cwd=tmp_path)
+    pretrained.unlink()
+    rows, valid = json_rows(proc.stdout + proc.stderr), json_rows(proc.stdout + proc.stderr, "valid")
+    losses = [float(r["loss"]) for r in rows]
+    assert len(losses) == 200 and np.mean(losses[-10:]) < 0.95 * np.mean(losses[:10])
+    assert valid and max(float(v["valid_accuracy"]) for v in valid) > 20  # 10 classes: 10 % by chance
+    best = tmp_path / "ft" / "checkpoint_best.pt"
+    n_test = sum(1 for p in (digits / "test").rglob("*.png"))
+    info = json.loads(run_python(f"""
+import json, torch, d2v_plugin
+from fairseq import checkpoint_utils
+models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([{str(best)!r}])
+model = models[0].eval()
+task.load_dataset("test")
+data = task.dataset("test")
+batch = data.collater([data[i] for i in range(len(data))])
+with torch.no_grad():
+    logits, _ = model(**batch["net_input"], classification_head_name="sentence_classification_head")
+print(json.dumps({{"n": len(data), "correct": int((logits.argmax(-1) == batch["target"]).sum()),
+                   "classes": task.classes, "modality": model.encoder.modality}}))
+""").strip().splitlines()[-1])
+    assert info["n"] == n_test and info["classes"] == [str(i) for i in range(10)] and info["modality"] == "IMAGE"
+    out = subprocess.run([str(Path(sys.executable).with_name("fairseq-validate")), str(digits), "--path", str(best),
+                          "--user-dir", str(REPO / "d2v_plugin"), "--task", "data2vec_image_classification",
+                          "--criterion", "sentence_prediction", "--valid-subset", "test", "--batch-size", "64",
+                          "--cpu"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = [l for l in (out.stdout + out.stderr).splitlines() if "valid on 'test' subset" in l][-1]
+    assert int(re.search(r"bsz (\d+)", line).group(1)) == n_test
+    assert float(re.search(r"accuracy ([\d.]+)", line).group(1)) == pytest.approx(100 * info["correct"] / n_test,
+                                                                                 abs=0.05)
+
+
+def test_image_classification_starts_from_the_pretrained_student(trained, digits):
+    from fairseq import tasks
+    from omegaconf import OmegaConf
+
+    import d2v_plugin  # noqa: F401
+
+    run_dir, _, _ = trained
+    ckpt = run_dir / "ckpt" / "checkpoint_last.pt"
+    cfg = OmegaConf.load(REPO / "config" / "finetuning" / "tiny_image_classification.yaml")
+    cfg.task.data, cfg.model.model_path = str(digits), str(ckpt)
+    OmegaConf.update(cfg, "dataset.train_subset", "train", force_add=True)
+    OmegaConf.update(cfg, "common.seed", 1, force_add=True)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    student = {k: v for k, v in torch.load(ckpt, weights_only=True)["model"].items()
+               if not k.startswith("_ema") and ".decoder." not in k}
+    loaded = {k[len("encoder."):]: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    assert sorted(loaded) == sorted(student) and all(torch.equal(loaded[k], student[k]) for k in student)
+    assert model.classification_heads["sentence_classification_head"].out_proj.out_features == 10

@@ -51,6 +51,16 @@ class ImagePretrainingConfig(FairseqDataclass):
     seed: int = II("common.seed")
 
 
+def split_transform(cfg: ImagePretrainingConfig, train: bool):
+    """The augmentation for the training split, the evaluation transform for the others."""
+    if train:
+        return PretrainingAugmentation(cfg.input_size, scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio),
+                                       hflip_prob=cfg.hflip_prob, mean=tuple(cfg.mean), std=tuple(cfg.std),
+                                       interpolation=cfg.interpolation)
+    return EvalTransform(cfg.input_size, crop_pct=cfg.eval_crop_pct, mean=tuple(cfg.mean),
+                         std=tuple(cfg.std), interpolation=cfg.interpolation)
+
+
 @register_task("data2vec_image_pretraining", dataclass=ImagePretrainingConfig)
 class ImagePretrainingTask(MaskedPretrainingTask):
     """Images in class folders; the collater is the multi-mask batch expander."""
@@ -73,22 +83,11 @@ class ImagePretrainingTask(MaskedPretrainingTask):
     def num_patches(self) -> int:
         return (self.modality_cfg.input_size // self.modality_cfg.patch_size) ** 2
 
-    def train_transform(self) -> PretrainingAugmentation:
-        cfg = self.cfg
-        return PretrainingAugmentation(cfg.input_size, scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio),
-                                       hflip_prob=cfg.hflip_prob, mean=tuple(cfg.mean), std=tuple(cfg.std),
-                                       interpolation=cfg.interpolation)
-
-    def eval_transform(self) -> EvalTransform:
-        cfg = self.cfg
-        return EvalTransform(cfg.input_size, crop_pct=cfg.eval_crop_pct, mean=tuple(cfg.mean),
-                             std=tuple(cfg.std), interpolation=cfg.interpolation)
-
     def load_dataset(self, split: str, **kwargs) -> None:
         self.require_model()
         train = split == self.cfg.train_subset
         self.datasets[split] = ImagePretrainingDataset(
-            self.cfg.data, split, self.train_transform() if train else self.eval_transform(),
+            self.cfg.data, split, split_transform(self.cfg, train),
             num_patches=self.num_patches, clone_batch=self.clone_batch, mask_sampler=self.mask_sampler,
             seed=self.cfg.seed, shuffle=train)
         logger.info(f"{split}: {len(self.datasets[split])} images "

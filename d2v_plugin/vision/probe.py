@@ -67,7 +67,7 @@ def load_models(checkpoint: str, random_init: bool = False, seed: Optional[int] 
         task = tasks.setup_task(cfg.task)
         torch.manual_seed(cfg.common.seed if seed is None else seed)
         model = task.build_model(cfg.model)
-    if getattr(model, "modality", None) != "IMAGE" or not hasattr(task, "eval_transform"):
+    if getattr(model, "modality", None) != "IMAGE" or not hasattr(task, "num_patches"):
         raise _cli.UserInputError(f"{checkpoint}: not an image pretraining checkpoint "
                                   f"(model modality {getattr(model, 'modality', None)}, task {type(task).__name__})")
     model.remove_pretraining_modules()  # the student encoder is all a probe needs
@@ -79,8 +79,9 @@ def extract(model, task, data: str, split: str, classes: Optional[Sequence[str]]
             batch_size: int = 64) -> Tuple[Dict[str, np.ndarray], np.ndarray, Tuple[str, ...]]:
     """Pooled features {pool: (N, D or 2D)} and labels (N,) of one split, eval transform."""
     from ..data.image_dataset import ImagePretrainingDataset
+    from ..tasks.image_pretraining import split_transform
 
-    dataset = ImagePretrainingDataset(data, split, task.eval_transform(), num_patches=task.num_patches,
+    dataset = ImagePretrainingDataset(data, split, split_transform(task.cfg, train=False), num_patches=task.num_patches,
                                       shuffle=False, classes=classes)
     extra = model.modality_encoders["IMAGE"].num_extra_tokens
     means, clss, labels = [], [], []
@@ -124,12 +125,13 @@ def pixel_probe(checkpoint: str, data: str, c_grid: Sequence[float] = DEFAULT_C_
                 splits: Tuple[str, str, str] = ("train", "valid", "test")) -> ProbeResult:
     """The same classifier on the flattened, normalised pixels of the evaluation transform."""
     from ..data.image_dataset import ImagePretrainingDataset
+    from ..tasks.image_pretraining import split_transform
 
     start = time.perf_counter()
     _, task = load_models(checkpoint)
     data_by_split, classes = [], None
     for split in splits:
-        dataset = ImagePretrainingDataset(data, split, task.eval_transform(), num_patches=task.num_patches,
+        dataset = ImagePretrainingDataset(data, split, split_transform(task.cfg, train=False), num_patches=task.num_patches,
                                           shuffle=False, classes=classes)
         classes = dataset.classes
         items = [dataset[i] for i in range(len(dataset))]
