@@ -29,10 +29,14 @@ INITS = {"pretrained": [], "random init": ["model.no_pretrained_weights=true"]}
 
 def accuracy(checkpoint: Path, data: Path, split: str) -> dict:
     """Correct / total over every example of ``split`` for a classification checkpoint."""
+    import logging
+
     import torch
 
     import d2v_plugin  # noqa: F401
     from fairseq import checkpoint_utils
+
+    logging.getLogger("PIL").setLevel(logging.INFO)  # not one debug line per decoded image
 
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(checkpoint)], arg_overrides={"data": str(data)})
@@ -80,7 +84,8 @@ def prepare_text(args, work: Path):
     from d2v_plugin.text.classification_prep import prepare_classification
 
     data = work / "topic-bin"
-    prep = prepare_classification(str(args.corpus), str(args.data_bin), str(data))
+    prep = prepare_classification(str(args.corpus), str(args.data_bin), str(data),
+                                  train_per_class=args.train_per_class)
     return data, prep["classes"], [f"task.data={args.data_bin.resolve()}"], \
         [f"task.data={data}", f"task.num_classes={prep['num_classes']}"]
 
@@ -102,6 +107,8 @@ def main(argv=None) -> dict:
                       help="examples/make_text_corpus.py's folder ({split}.txt, .label, classes.txt)")
     text.add_argument("--data-bin", type=Path, default=REPO / "data" / "text" / "data-bin",
                       help="d2v-text-prep's data-bin of the same corpus (pretraining data)")
+    text.add_argument("--train-per-class", type=int,
+                      help="fine-tune on a seeded sample of this many training sentences per class")
     image = modality.add_parser("image", help="image classification (data2vec_image_classification)")
     image.add_argument("--data", type=Path, default=REPO / "data" / "digits_corpus",
                        help="image folders <data>/<split>/<class>/ (examples/make_image_corpus.py)")

@@ -57,6 +57,22 @@ def test_prep_writes_sentence_prediction_data_with_the_pretraining_dictionary(to
     assert summary["splits"]["train"]["other_label"] > 0  # topics outside the 10 classes
 
 
+def test_prep_low_resource_split_keeps_a_seeded_sample_per_class(text_pipeline_prepared, topic_bin, tmp_path):
+    from d2v_plugin.text.classification_prep import prepare_classification
+
+    _, corpus, data_bin = text_pipeline_prepared
+    full = topic_bin[0] / "plain"
+    runs = [prepare_classification(str(corpus), str(data_bin), str(tmp_path / f"run{i}"), train_per_class=5,
+                                   seed=seed) for i, seed in enumerate((7, 7, 8))]
+    assert all(n == 5 for n in runs[0]["splits"]["train"]["class_counts"].values())
+    sample = (tmp_path / "run0" / "plain" / "train.input0").read_text(encoding="utf-8").splitlines()
+    assert len(sample) == 50 and set(sample) <= set((full / "train.input0").read_text(encoding="utf-8").splitlines())
+    assert sample == (tmp_path / "run1" / "plain" / "train.input0").read_text(encoding="utf-8").splitlines()
+    assert sample != (tmp_path / "run2" / "plain" / "train.input0").read_text(encoding="utf-8").splitlines()
+    for split in ("valid", "test"):  # only train is sampled
+        assert (tmp_path / "run0" / "plain" / f"{split}.input0").read_bytes() == (full / f"{split}.input0").read_bytes()
+
+
 def test_prep_refuses_labels_that_do_not_match_the_text(text_pipeline_prepared, tmp_path):
     _, corpus, data_bin = text_pipeline_prepared
     bad = tmp_path / "corpus"

@@ -20,7 +20,9 @@ writes them). Sentences are encoded with the pretraining data-bin's sentencepiec
 binarized with its ``dict.txt`` (fairseq-preprocess), so token ids are those the checkpoint
 was pretrained with. The classes are ``--classes`` (a file, one per line), else the corpus'
 ``classes.txt``, else every label of train, sorted. Skipped, counted and reported: lines whose
-label is not a class, and empty lines (nothing left after normalisation). Characters the BPE
+label is not a class, and empty lines (nothing left after normalisation).
+``--train-per-class N`` keeps a seeded sample of N training lines per class (valid and test
+stay whole): a low-resource split to see what pretraining buys when labels are few. Characters the BPE
 model never saw become ``<unk>`` (counted), as in ``d2v-text-prep``. A label file with a
 different number of lines than its text is an error naming both files.
 """
@@ -30,6 +32,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
@@ -77,12 +80,26 @@ def _paired_lines(corpus: str, split: str):
     return text_path, [(number, text, label.strip()) for (number, text), (_, label) in zip(texts, labels)]
 
 
+def sample_per_class(labels: Sequence[str], classes: Sequence[str], per_class: int, seed: int) -> set:
+    """Indices of at most ``per_class`` lines of each class, drawn with ``random.Random(seed)``
+    (a low-resource training split, like the 10-minute / 1-hour splits of speech)."""
+    rng = random.Random(seed)
+    by_class = {c: [i for i, label in enumerate(labels) if label == c] for c in classes}
+    return {i for c in classes for i in rng.sample(by_class[c], min(per_class, len(by_class[c])))}
+
+
 def encode_labelled_split(encoder: PieceEncoder, corpus: str, split: str, classes: Sequence[str],
-                          text_out: str, label_out: str) -> LabelledSplitStats:
-    """Write the kept sentences as pieces to ``text_out`` and their classes to ``label_out``."""
+                          text_out: str, label_out: str, per_class: Optional[int] = None,
+                          seed: int = 1) -> LabelledSplitStats:
+    """Write the kept sentences as pieces to ``text_out`` and their classes to ``label_out``
+    (with ``per_class``: a seeded sample of at most that many lines of each class)."""
     text_path, rows = _paired_lines(corpus, split)
     wanted = set(classes)
     stats = LabelledSplitStats(split, lines=len(rows), class_counts={c: 0 for c in classes})
+    if per_class is not None:
+        chosen = sample_per_class([l for _, _, l in rows], classes, per_class, seed)
+        rows = [row for i, row in enumerate(rows) if i in chosen]
+        stats.lines = len(rows)
     labelled = [(n, t, l) for n, t, l in rows if l in wanted]
     stats.other_label = len(rows) - len(labelled)
     with open(text_out, "w", encoding="utf-8", newline="\n") as ft, \
@@ -120,9 +137,10 @@ def write_label_dictionary(classes: Sequence[str], counts: Dict[str, int], path:
             f.write(f"{name} {max(counts.get(name, 0), 1)}\n")
 
 
-def prepare_classification(corpus: str, data_bin: str, out_dir: str,
-                           classes_file: Optional[str] = None) -> Dict:
-    """Encode and binarize every split of ``corpus``; returns the summary written to the json."""
+def prepare_classification(corpus: str, data_bin: str, out_dir: str, classes_file: Optional[str] = None,
+                           train_per_class: Optional[int] = None, seed: int = 1) -> Dict:
+    """Encode and binarize every split of ``corpus``; returns the summary written to the json.
+    ``train_per_class`` keeps a seeded sample of that many training sentences per class."""
     for name in (SPM_NAME + ".model", "dict.txt"):
         if not os.path.isfile(os.path.join(data_bin, name)):
             raise FileNotFoundError(f"{data_bin}/{name} not found: --data-bin must be the pretraining "
@@ -147,7 +165,8 @@ def prepare_classification(corpus: str, data_bin: str, out_dir: str,
         text_paths[split] = os.path.join(plain, f"{split}.input0")
         label_paths[split] = os.path.join(plain, f"{split}.label")
         stats[split] = encode_labelled_split(encoder, corpus, split, classes, text_paths[split],
-                                             label_paths[split])
+                                             label_paths[split],
+                                             train_per_class if split == "train" else None, seed)
 
     input_dict = os.path.join(out_dir, "input0", "dict.txt")
     shutil.copyfile(os.path.join(data_bin, "dict.txt"), input_dict)
@@ -158,6 +177,7 @@ def prepare_classification(corpus: str, data_bin: str, out_dir: str,
     _check_binarized(out_dir, stats, classes)
 
     summary = {"num_classes": len(classes), "classes": classes, "data_bin": os.path.abspath(data_bin),
+               "train_per_class": train_per_class, "seed": seed,
                "splits": {k: asdict(v) for k, v in stats.items()}}
     with open(os.path.join(out_dir, SUMMARY_NAME), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
@@ -190,9 +210,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     p.add_argument("--out-dir", required=True, help="writes OUT/input0, OUT/label (task.data)")
     p.add_argument("--classes", help="file with the class names, one per line (default: "
                                      "CORPUS/classes.txt, else every train label)")
+    p.add_argument("--train-per-class", type=int,
+                   help="keep only this many training sentences per class (seeded sample): a low-resource split")
+    p.add_argument("--seed", type=int, default=1, help="seed of that sample")
     p.add_argument("--log-level", default="INFO", help="logging level of the command (console script)")
     args = p.parse_args(argv)
-    summary = prepare_classification(args.corpus, args.data_bin, args.out_dir, args.classes)
+    summary = prepare_classification(args.corpus, args.data_bin, args.out_dir, args.classes,
+                                     args.train_per_class, args.seed)
     for split, s in summary["splits"].items():
         print(f"  {split:5s} {s['kept']:7d} sentences  skipped: other label {s['other_label']}, "
               f"empty {s['empty']}  <unk> chars {s['unk_chars']}")
