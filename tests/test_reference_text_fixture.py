@@ -393,3 +393,47 @@ def test_fresh_text_model_state_dict_layout_matches_reference():
             if k not in KEYS_NOT_IN_REFERENCE}
     expected = REF.state_dict_layout()["pretraining"]
     assert list(ours.items()) == list(expected.items())
+
+
+# ---- 5. fine-tuning a reference checkpoint for sentence classification ----------------------
+def test_reference_checkpoint_fine_tunes_as_data2vec_classification(tmp_path):
+    """checkpoint_fairseq.pt as ``model.model_path`` of data2vec_classification with fairseq's
+    sentence_prediction task (its input0/dict.txt = the fixture's): the encoder is the
+    reference student, and the mean-pooled sentence vector is the mean of the recorded
+    feat_x over each sentence's non-pad tokens."""
+    import shutil
+
+    import d2v_plugin  # noqa: F401
+    from fairseq import tasks
+    from omegaconf import OmegaConf
+
+    for sub, text in (("input0", None), ("label", "yes 1\nno 1\n")):
+        (tmp_path / sub).mkdir()
+        if text is None:
+            shutil.copy(FIXTURES / "dict.txt", tmp_path / sub / "dict.txt")
+        else:
+            (tmp_path / sub / "dict.txt").write_text(text)
+    task = tasks.setup_task(OmegaConf.create({
+        "_name": "sentence_prediction", "data": str(tmp_path), "num_classes": 2, "init_token": 0,
+        "separator_token": 2, "max_positions": 64, "d2v2_multi": True, "regression_target": False,
+        "classification_head_name": "head", "seed": 1, "no_shuffle": False, "shorten_method": "none",
+        "shorten_data_split_list": "", "add_prev_output_tokens": False}))
+    model = task.build_model(OmegaConf.create({"_name": "data2vec_classification",
+                                               "model_path": str(FIXTURES / "checkpoint_fairseq.pt")}))
+    model.eval()
+    from fairseq import checkpoint_utils
+
+    reference = checkpoint_utils.load_checkpoint_to_cpu(str(FIXTURES / "checkpoint_fairseq.pt"))["model"]
+    student = {k: v for k, v in reference.items() if not k.startswith("_ema") and ".decoder." not in k}
+    loaded = {k[len("encoder."):]: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    assert sorted(loaded) == sorted(student) and all(torch.equal(loaded[k], student[k]) for k in student)
+    source, padding_mask = _batch()
+    with torch.no_grad():
+        pooled, _ = model(source=source, padding_mask=padding_mask)
+        logits, _ = model(source=source, padding_mask=padding_mask, classification_head_name="head")
+    keep = (~REF.tensor("batch_padding_mask")).unsqueeze(-1).float()
+    expected = (REF.tensor("feat_x") * keep).sum(1) / keep.sum(1)                 # (2, 64)
+    diff = float((pooled - expected).abs().max())
+    print(f"[reference text fixture] pooled feat_x: max abs diff {diff:.3g}")
+    assert diff <= ATOL
+    assert logits.shape == (2, 2)
