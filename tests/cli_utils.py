@@ -84,3 +84,42 @@ def assert_same_teacher(checkpoint: Path, expected_checkpoint: Path) -> None:
     assert final.keys() == expected.keys()
     for name, tensor in expected.items():
         assert torch.equal(final[name], tensor), name
+
+
+def score_in_fresh_process(checkpoint: Path, split: str = "test",
+                           head: str = "sentence_classification_head") -> Dict:
+    """Load a fine-tuned classification checkpoint with load_model_ensemble_and_task in a fresh
+    interpreter and count, by hand, its correct predictions over every example of ``split``
+    (one batch): {"n", "correct", "model", "modality", "classes", "pretrained_args_embedded"}."""
+    out = run_python(f"""
+import json, torch, d2v_plugin
+from fairseq import checkpoint_utils
+models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([{str(checkpoint)!r}])
+model = models[0].eval()
+task.load_dataset({split!r})
+data = task.dataset({split!r})
+batch = data.collater([data[i] for i in range(len(data))])
+with torch.no_grad():
+    logits, _ = model(**batch["net_input"], classification_head_name={head!r})
+print(json.dumps({{"n": len(data), "correct": int((logits.argmax(-1) == batch["target"].view(-1)).sum()),
+                   "model": type(model).__name__, "modality": model.encoder.modality,
+                   "classes": getattr(task, "classes", None),
+                   "pretrained_args_embedded": cfg.model.pretrained_args is not None}}))
+""")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def fairseq_validate_test(data: Path, checkpoint: Path, task_args: List[str], cwd: Path) -> Dict:
+    """Run ``fairseq-validate DATA --path CKPT --user-dir d2v_plugin <task_args> --valid-subset test
+    --batch-size 64 --cpu`` and read its summary line: {"bsz": examples scored, "accuracy": %}."""
+    import re
+
+    cmd = [str(Path(sys.executable).with_name("fairseq-validate")), str(data), "--path", str(checkpoint),
+           "--user-dir", str(REPO / "d2v_plugin"), *task_args, "--valid-subset", "test",
+           "--batch-size", "64", "--cpu"]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    line = [l for l in (proc.stdout + proc.stderr).splitlines() if "valid on 'test' subset" in l][-1]
+    return {"bsz": int(re.search(r"bsz (\d+)", line).group(1)),
+            "accuracy": float(re.search(r"accuracy ([\d.]+)", line).group(1))}

@@ -33,7 +33,7 @@ main(["text", "--corpus", {str(corpus)!r}, "--data-bin", {str(data_bin)!r}, "--w
     assert set(report["summary"]) == {"pretrained", "random init"}
     assert report["summary"]["pretrained"]["seeds"] == 2
     assert "| **random init, mean of 2** |" in out
-    # the two initialisations really differ: same seed, different first-update losses
+    # the two initialisations really differ: one loaded the pretrained encoder, the other did not
     logs = [(tmp_path / name / "train.log").read_text() for name in ("pretrained_seed1", "random_seed1")]
     assert "loaded the pretrained encoder" in logs[0] and "no_pretrained_weights" in logs[1]
 

@@ -14,7 +14,8 @@ from PIL import Image
 
 import make_image_corpus as mic
 from cli_utils import (HYDRA_TRAIN, REPO, assert_same_rows_after_resume, assert_same_teacher,
-                       json_rows, kill_after_first_checkpoint, run_hydra_train, run_python)
+                       json_rows, kill_after_first_checkpoint, run_hydra_train, run_python,
+                       score_in_fresh_process, fairseq_validate_test)
 
 pytestmark = pytest.mark.slow
 
@@ -226,15 +227,13 @@ def test_image_classification_fine_tunes_and_fairseq_validate_scores_every_test_
     criterion through fairseq-hydra-train, from a copy of the pretrained checkpoint that is then
     deleted: loss falls, valid accuracy is logged, the fine-tuned checkpoint loads in a fresh
     process, and fairseq-validate scores all test images (269: not a multiple of 8)."""
-    import re
-
     run_dir, _, _ = trained
     pretrained = tmp_path / "pretrained.pt"
     shutil.copy(run_dir / "ckpt" / "checkpoint_last.pt", pretrained)
     proc = run_hydra_train("finetuning", "tiny_image_classification", [
         f"task.data={digits}", f"model.model_path={pretrained}", f"checkpoint.save_dir={tmp_path / 'ft'}",
-        "optimization.max_update=200", "lr_scheduler.warmup_updates=20", "optimization.lr=[0.003]", "common.log_format=json",
-        "common.log_interval=1"], cwd=tmp_path)
+        "optimization.max_update=200", "lr_scheduler.warmup_updates=20", "optimization.lr=[0.003]",
+        "common.log_format=json", "common.log_interval=1"], cwd=tmp_path)
     pretrained.unlink()
     rows, valid = json_rows(proc.stdout + proc.stderr), json_rows(proc.stdout + proc.stderr, "valid")
     losses = [float(r["loss"]) for r in rows]
@@ -242,29 +241,13 @@ def test_image_classification_fine_tunes_and_fairseq_validate_scores_every_test_
     assert valid and max(float(v["valid_accuracy"]) for v in valid) > 20  # 10 classes: 10 % by chance
     best = tmp_path / "ft" / "checkpoint_best.pt"
     n_test = sum(1 for p in (digits / "test").rglob("*.png"))
-    info = json.loads(run_python(f"""
-import json, torch, d2v_plugin
-from fairseq import checkpoint_utils
-models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([{str(best)!r}])
-model = models[0].eval()
-task.load_dataset("test")
-data = task.dataset("test")
-batch = data.collater([data[i] for i in range(len(data))])
-with torch.no_grad():
-    logits, _ = model(**batch["net_input"], classification_head_name="sentence_classification_head")
-print(json.dumps({{"n": len(data), "correct": int((logits.argmax(-1) == batch["target"]).sum()),
-                   "classes": task.classes, "modality": model.encoder.modality}}))
-""").strip().splitlines()[-1])
+    info = score_in_fresh_process(best)
     assert info["n"] == n_test and info["classes"] == [str(i) for i in range(10)] and info["modality"] == "IMAGE"
-    out = subprocess.run([str(Path(sys.executable).with_name("fairseq-validate")), str(digits), "--path", str(best),
-                          "--user-dir", str(REPO / "d2v_plugin"), "--task", "data2vec_image_classification",
-                          "--criterion", "sentence_prediction", "--valid-subset", "test", "--batch-size", "64",
-                          "--cpu"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    line = [l for l in (out.stdout + out.stderr).splitlines() if "valid on 'test' subset" in l][-1]
-    assert int(re.search(r"bsz (\d+)", line).group(1)) == n_test
-    assert float(re.search(r"accuracy ([\d.]+)", line).group(1)) == pytest.approx(100 * info["correct"] / n_test,
-                                                                                 abs=0.05)
+    assert info["model"] == "Data2VecClassificationModel" and info["pretrained_args_embedded"]
+    scored = fairseq_validate_test(digits, best, ["--task", "data2vec_image_classification",
+                                                  "--criterion", "sentence_prediction"], tmp_path)
+    assert scored["bsz"] == n_test  # every image, none dropped
+    assert scored["accuracy"] == pytest.approx(100 * info["correct"] / n_test, abs=0.05)
 
 
 def test_image_classification_starts_from_the_pretrained_student(trained, digits):

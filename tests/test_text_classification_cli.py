@@ -4,14 +4,13 @@ sentence_prediction task and criterion, model data2vec_classification) -> a fine
 checkpoint that loads in a fresh process after the pretrained one is gone -> fairseq-validate.
 """
 import json
-import re
 import shutil
 import subprocess
 
 import pytest
 import torch
 
-from cli_utils import REPO, json_rows, run_hydra_train, run_python
+from cli_utils import REPO, fairseq_validate_test, json_rows, run_hydra_train, score_in_fresh_process
 from text_pipeline import BIN, ODD_LINES, run_command
 
 pytestmark = pytest.mark.slow
@@ -159,31 +158,13 @@ def test_finetuned_checkpoint_loads_without_the_pretrained_one_and_fairseq_valid
     work, _, _, _ = finetuned
     out, summary, _ = topic_bin
     best = work / "ckpt" / "checkpoint_best.pt"
-    script = f"""
-import json, torch, d2v_plugin
-from fairseq import checkpoint_utils
-models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([{str(best)!r}])
-model = models[0].eval()
-task.load_dataset("test")
-data = task.dataset("test")
-batch = data.collater([data[i] for i in range(len(data))])
-with torch.no_grad():
-    logits, _ = model(**batch["net_input"], classification_head_name="sentence_classification_head")
-correct = int((logits.argmax(-1) == batch["target"].view(-1)).sum())
-print(json.dumps({{"cls": type(model).__name__, "n": len(data), "correct": correct,
-                   "embedded": cfg.model.pretrained_args is not None}}))
-"""
-    info = json.loads(run_python(script).strip().splitlines()[-1])
-    assert info["cls"] == "Data2VecClassificationModel" and info["embedded"]
+    info = score_in_fresh_process(best)
+    assert info["model"] == "Data2VecClassificationModel" and info["pretrained_args_embedded"]
     assert info["n"] == summary["splits"]["test"]["kept"]
-    proc = run_command([BIN / "fairseq-validate", out, "--path", best, "--user-dir", REPO / "d2v_plugin",
-                        "--task", "sentence_prediction", "--criterion", "sentence_prediction",
-                        "--num-classes", str(summary["num_classes"]), "--valid-subset", "test",
-                        "--batch-size", "64", "--cpu"], cwd=work)
-    line = [l for l in (proc.stdout + proc.stderr).splitlines() if "valid on 'test' subset" in l][-1]
-    assert int(re.search(r"bsz (\d+)", line).group(1)) == info["n"]  # every sentence, none dropped
-    assert float(re.search(r"accuracy ([\d.]+)", line).group(1)) == pytest.approx(
-        100 * info["correct"] / info["n"], abs=0.05)
+    scored = fairseq_validate_test(out, best, ["--task", "sentence_prediction", "--criterion", "sentence_prediction",
+                                               "--num-classes", str(summary["num_classes"])], work)
+    assert scored["bsz"] == info["n"]  # every sentence, none dropped
+    assert scored["accuracy"] == pytest.approx(100 * info["correct"] / info["n"], abs=0.05)
 
 
 def test_finetuning_refuses_data_binarized_with_another_dictionary(text_pipeline_prepared, text_pipeline_trained,
@@ -200,7 +181,7 @@ def test_finetuning_refuses_data_binarized_with_another_dictionary(text_pipeline
         _finetune(topic, run_dir / "ckpt" / "checkpoint_last.pt", tmp_path / "ckpt", tmp_path)
 
 
-def test_odd_lines_reach_the_classifier(finetuned, topic_bin):
+def test_odd_lines_reach_the_classifier(topic_bin):
     """The valid line with characters outside the BPE model is in the binarized valid split."""
     out, summary, _ = topic_bin
     plain = (out / "plain" / "valid.input0").read_text(encoding="utf-8").splitlines()

@@ -1,4 +1,5 @@
-"""What every data2vec pretraining task shares: the batch expander's settings come from the model.
+"""What the data2vec tasks share: raw inputs without a vocabulary (``RawInputTask``), and for
+pretraining the batch expander's settings, which come from the model.
 
 fairseq builds the model before it loads any dataset, so ``build_model`` is where the task
 learns M (``clone_batch``) and how to sample the student masks. The model config is then the
@@ -12,7 +13,23 @@ from fairseq.tasks import FairseqTask
 from ..models.modality import MODALITY_ENCODERS
 
 
-class MaskedPretrainingTask(FairseqTask):
+class RawInputTask(FairseqTask):
+    """A task on raw inputs (audio, pixels, or token ids whose vocabulary a subclass provides):
+    no dictionaries and no length limit unless a subclass says otherwise."""
+
+    @property
+    def source_dictionary(self):
+        return None
+
+    @property
+    def target_dictionary(self):
+        return None
+
+    def max_positions(self):
+        return None
+
+
+class MaskedPretrainingTask(RawInputTask):
     modality: str = ""  # set by each subclass: "AUDIO", "IMAGE", "TEXT"
 
     def __init__(self, cfg):
@@ -32,19 +49,6 @@ class MaskedPretrainingTask(FairseqTask):
         self.clone_batch = model.cfg.clone_batch
         self.mask_sampler = MODALITY_ENCODERS[modality].mask_sampler(self.modality_cfg)
         return model
-
-    # Pretraining reads raw inputs: no dictionaries, no length limit (tasks with a vocabulary
-    # override source_dictionary).
-    @property
-    def source_dictionary(self):
-        return None
-
-    @property
-    def target_dictionary(self):
-        return None
-
-    def max_positions(self):
-        return None
 
     def require_model(self) -> None:
         if self.mask_sampler is None:

@@ -11,10 +11,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-from fairseq.tasks import FairseqTask, register_task
+from fairseq.tasks import register_task
 
 from ..data.image_dataset import ImagePretrainingDataset
 from ..data.image_folder import scan_image_folder
+from .base import RawInputTask
 from .image_pretraining import ImagePretrainingConfig, split_transform
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class ImageClassificationDataset(ImagePretrainingDataset):
 
 
 @register_task("data2vec_image_classification", dataclass=ImageClassificationConfig)
-class ImageClassificationTask(FairseqTask):
+class ImageClassificationTask(RawInputTask):
     cfg: ImageClassificationConfig
 
     def __init__(self, cfg: ImageClassificationConfig, classes: List[str]):
@@ -76,14 +77,3 @@ class ImageClassificationTask(FairseqTask):
     @property
     def label_dictionary(self):
         return None  # class indices come from the folder names (self.classes)
-
-    @property
-    def source_dictionary(self):
-        return None
-
-    @property
-    def target_dictionary(self):
-        return None
-
-    def max_positions(self):
-        return None
