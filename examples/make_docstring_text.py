@@ -17,6 +17,13 @@ Usage::
     d2v-text-prep --train data/text/pretrain.txt --valid data/text/corpus/valid.txt \\
         --test data/text/corpus/test.txt --out-dir data/text/big
 
+A labelled task from the same text (which stdlib package a sentence documents; valid and
+test hold ~1200 sentences each, ~7x the topic corpus's), for fine-tuning comparisons::
+
+    python examples/make_docstring_text.py data/text/modules --module-task
+    d2v-text-prep --train data/text/modules/train.txt --valid data/text/modules/valid.txt \
+        --test data/text/modules/test.txt --out-dir data/text/modules-bin
+
 Writes ``OUT/unlabelled.txt`` (one sentence per line, sorted by module path, deduplicated)
 and ``OUT/docstrings.json`` (counts, Python version).
 """
@@ -28,9 +35,9 @@ import json
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Iterator, List, Sequence
+from typing import Dict, Iterator, List, Sequence
 
-from make_text_corpus import topic_sentences
+from make_text_corpus import SPLITS, _write_lines, split_topics, topic_sentences
 
 SKIPPED_PARTS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "turtledemo", "__pycache__"}
 
@@ -50,6 +57,45 @@ def docstrings(path: Path) -> Iterator[str]:
             doc = ast.get_docstring(node)
             if doc:
                 yield doc
+
+
+def module_sentences() -> Dict[str, List[str]]:
+    """stdlib top-level module or package -> its docstring sentences (each sentence once, under
+    the first module, in path order, that has it)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    seen, labelled = set(), {}
+    for path in stdlib_files():
+        module = path.relative_to(root).parts[0].removesuffix(".py")
+        for doc in docstrings(path):
+            for sentence in topic_sentences(doc):
+                if sentence not in seen:
+                    seen.add(sentence)
+                    labelled.setdefault(module, []).append(sentence)
+    return labelled
+
+
+def make_module_task(out: Path, num_classes: int = 10, seed: int = 1, valid_fraction: float = 0.2,
+                     test_fraction: float = 0.2) -> dict:
+    """A labelled corpus in ``make_text_corpus.py``'s layout: which stdlib package does a
+    docstring sentence come from? Per module, a seeded stratified split; ``train.txt`` keeps
+    the sentences of *every* module (pretraining text), ``classes.txt`` the ``num_classes``
+    largest modules (the ones fine-tuning keeps). Its valid/test sets are several times larger
+    than the topic corpus's, so a 1-2 point difference between two models is measurable."""
+    labelled = module_sentences()
+    classes = sorted(labelled, key=lambda m: (-len(labelled[m]), m))[:num_classes]
+    splits = split_topics(labelled, seed, valid_fraction, test_fraction)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"python": sys.version.split()[0], "classes": classes, "modules": len(labelled),
+               "seed": seed, "splits": {}}
+    for split in SPLITS:
+        rows = splits[split]
+        _write_lines(out / f"{split}.txt", [s for _, s in rows])
+        _write_lines(out / f"{split}.label", [m for m, _ in rows])
+        summary["splits"][split] = {"lines": len(rows),
+                                    "in_classes": sum(m in classes for m, _ in rows)}
+    _write_lines(out / "classes.txt", classes)
+    (out / "corpus.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
 
 
 def make_docstring_text(out: Path, exclude: Sequence[Path] = ()) -> dict:
@@ -77,8 +123,17 @@ def main(argv=None) -> dict:
     p.add_argument("out", type=Path)
     p.add_argument("--exclude", type=Path, nargs="*", default=[],
                    help="text files whose lines must not appear (valid/test of the labelled corpus)")
+    p.add_argument("--module-task", action="store_true",
+                   help="write a labelled corpus instead (label = stdlib module; see make_module_task)")
+    p.add_argument("--num-classes", type=int, default=10, help="--module-task: the largest N modules")
+    p.add_argument("--seed", type=int, default=1, help="--module-task: seed of the split")
     args = p.parse_args(argv)
-    summary = make_docstring_text(args.out, args.exclude)
+    if args.module_task:
+        if args.exclude:
+            p.error("--exclude applies to unlabelled text; --module-task splits its own valid/test")
+        summary = make_module_task(args.out, args.num_classes, args.seed)
+    else:
+        summary = make_docstring_text(args.out, args.exclude)
     print(json.dumps(summary))
     return summary
 
