@@ -21,8 +21,13 @@ A labelled task from the same text (which stdlib package a sentence documents; v
 test hold ~1200 sentences each, ~7x the topic corpus's), for fine-tuning comparisons::
 
     python examples/make_docstring_text.py data/text/modules --module-task
-    d2v-text-prep --train data/text/modules/train.txt --valid data/text/modules/valid.txt \
+    d2v-text-prep --train data/text/modules/train.txt --valid data/text/modules/valid.txt \\
         --test data/text/modules/test.txt --out-dir data/text/modules-bin
+
+``--site-packages`` adds the docstrings of every package installed next to this Python
+(the project's venv: torch, scipy, sympy, sklearn, numpy, ... about 1.7M words, ~10x the
+stdlib's). That text depends on what is installed; ``docstrings.json`` records the words per
+package.
 
 Writes ``OUT/unlabelled.txt`` (one sentence per line, sorted by module path, deduplicated)
 and ``OUT/docstrings.json`` (counts, Python version).
@@ -42,9 +47,17 @@ from make_text_corpus import SPLITS, _write_lines, split_topics, topic_sentences
 SKIPPED_PARTS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "turtledemo", "__pycache__"}
 
 
+def python_files(root: Path, skipped=SKIPPED_PARTS) -> List[Path]:
+    return sorted(p for p in root.rglob("*.py") if not skipped & set(p.relative_to(root).parts))
+
+
 def stdlib_files() -> List[Path]:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    return sorted(p for p in root.rglob("*.py") if not SKIPPED_PARTS & set(p.relative_to(root).parts))
+    return python_files(Path(sysconfig.get_paths()["stdlib"]))
+
+
+def site_packages_roots() -> List[Path]:
+    """Where this Python's installed packages live (purelib and platlib, usually one folder)."""
+    return sorted({Path(sysconfig.get_paths()[k]) for k in ("purelib", "platlib")})
 
 
 def docstrings(path: Path) -> Iterator[str]:
@@ -98,22 +111,31 @@ def make_module_task(out: Path, num_classes: int = 10, seed: int = 1, valid_frac
     return summary
 
 
-def make_docstring_text(out: Path, exclude: Sequence[Path] = ()) -> dict:
+def make_docstring_text(out: Path, exclude: Sequence[Path] = (), site_packages: bool = False) -> dict:
     excluded = {line.strip() for path in exclude for line in path.read_text(encoding="utf-8").splitlines()}
     seen, lines, dropped = set(), [], 0
-    files = stdlib_files()
-    for path in files:
-        for doc in docstrings(path):
-            for sentence in topic_sentences(doc):
-                if sentence in excluded:
-                    dropped += 1
-                elif sentence not in seen:
-                    seen.add(sentence)
-                    lines.append(sentence)
+    roots = [("stdlib", Path(sysconfig.get_paths()["stdlib"]), SKIPPED_PARTS)]
+    if site_packages:  # tests are skipped there too; "site-packages" is the root itself
+        roots += [("site-packages", root, SKIPPED_PARTS - {"site-packages"}) for root in site_packages_roots()]
+    words: Dict[str, int] = {}
+    files = 0
+    for source, root, skipped in roots:
+        for path in python_files(root, skipped):
+            files += 1
+            key = source if source == "stdlib" else path.relative_to(root).parts[0].removesuffix(".py")
+            for doc in docstrings(path):
+                for sentence in topic_sentences(doc):
+                    if sentence in excluded:
+                        dropped += 1
+                    elif sentence not in seen:
+                        seen.add(sentence)
+                        lines.append(sentence)
+                        words[key] = words.get(key, 0) + len(sentence.split())
     out.mkdir(parents=True, exist_ok=True)
     (out / "unlabelled.txt").write_text("".join(s + "\n" for s in lines), encoding="utf-8")
-    summary = {"python": sys.version.split()[0], "files": len(files), "sentences": len(lines),
-               "words": sum(len(s.split()) for s in lines), "dropped_as_in_exclude": dropped}
+    summary = {"python": sys.version.split()[0], "files": files,
+               "sentences": len(lines), "words": sum(words.values()), "dropped_as_in_exclude": dropped,
+               "words_per_source": dict(sorted(words.items(), key=lambda kv: -kv[1]))}
     (out / "docstrings.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -123,17 +145,19 @@ def main(argv=None) -> dict:
     p.add_argument("out", type=Path)
     p.add_argument("--exclude", type=Path, nargs="*", default=[],
                    help="text files whose lines must not appear (valid/test of the labelled corpus)")
+    p.add_argument("--site-packages", action="store_true",
+                   help="also the docstrings of the installed packages (~10x more text)")
     p.add_argument("--module-task", action="store_true",
                    help="write a labelled corpus instead (label = stdlib module; see make_module_task)")
     p.add_argument("--num-classes", type=int, default=10, help="--module-task: the largest N modules")
     p.add_argument("--seed", type=int, default=1, help="--module-task: seed of the split")
     args = p.parse_args(argv)
     if args.module_task:
-        if args.exclude:
-            p.error("--exclude applies to unlabelled text; --module-task splits its own valid/test")
+        if args.exclude or args.site_packages:
+            p.error("--exclude and --site-packages make unlabelled text; --module-task is the labelled stdlib task")
         summary = make_module_task(args.out, args.num_classes, args.seed)
     else:
-        summary = make_docstring_text(args.out, args.exclude)
+        summary = make_docstring_text(args.out, args.exclude, args.site_packages)
     print(json.dumps(summary))
     return summary
 

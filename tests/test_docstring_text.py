@@ -38,3 +38,31 @@ def test_module_task_is_a_stratified_disjoint_split_labelled_by_stdlib_package(t
     assert summary["splits"]["test"]["in_classes"] > 500
     assert make_module_task(tmp_path / "again", num_classes=4, seed=3) == summary
     assert read("test.txt") == (tmp_path / "again" / "test.txt").read_text(encoding="utf-8").splitlines()
+
+
+def test_site_packages_adds_installed_packages_docstrings_minus_tests_and_excluded(tmp_path, monkeypatch):
+    import make_docstring_text as mdt
+
+    site = tmp_path / "site-packages"
+    (site / "fancypkg" / "tests").mkdir(parents=True)
+    (site / "fancypkg" / "__init__.py").write_text(
+        '"""The fancy package turns plain numbers into colourful little pictures. '
+        'It keeps every picture it draws in a cache until the process exits."""\n')
+    (site / "fancypkg" / "tests" / "test_draw.py").write_text(
+        '"""This sentence lives in a test module and must never be used."""\n')
+    (site / "single.py").write_text(
+        'def f():\n    """Return the number of pictures that were drawn so far today."""\n')
+    monkeypatch.setattr(mdt, "site_packages_roots", lambda: [site])
+    excluded = tmp_path / "exclude.txt"
+    excluded.write_text("It keeps every picture it draws in a cache until the process exits.\n")
+
+    stdlib_only = mdt.make_docstring_text(tmp_path / "a")
+    both = mdt.make_docstring_text(tmp_path / "b", [excluded], site_packages=True)
+    lines = (tmp_path / "b" / "unlabelled.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[:stdlib_only["sentences"]] == \
+        (tmp_path / "a" / "unlabelled.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[stdlib_only["sentences"]:] == [
+        "The fancy package turns plain numbers into colourful little pictures.",
+        "Return the number of pictures that were drawn so far today."]
+    assert both["words_per_source"]["fancypkg"] == 10 and both["words_per_source"]["single"] == 11
+    assert both["dropped_as_in_exclude"] == 1
