@@ -119,6 +119,8 @@ def main(argv=None) -> dict:
         sub.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
         sub.add_argument("--finetune-override", action="append", default=[],
                          help="extra hydra override for both fine-tunings (repeatable)")
+        sub.add_argument("--inits", nargs="+", choices=sorted(INITS), default=list(INITS),
+                         help="run only these (e.g. two processes in parallel, one per init)")
         sub.add_argument("--reuse", action="store_true",
                          help="keep a fine-tuning whose folder already holds checkpoint_best.pt")
     args = parser.parse_args(argv)
@@ -140,7 +142,8 @@ def main(argv=None) -> dict:
 
     runs = []
     for seed in args.seeds:
-        for init, extra in INITS.items():
+        for init in args.inits:
+            extra = INITS[init]
             run = work / f"{'pretrained' if not extra else 'random'}_seed{seed}"
             run.mkdir(exist_ok=True)
             best = run / "checkpoint_best.pt"

@@ -37,6 +37,21 @@ main(["text", "--corpus", {str(corpus)!r}, "--data-bin", {str(data_bin)!r}, "--w
     logs = [(tmp_path / name / "train.log").read_text() for name in ("pretrained_seed1", "random_seed1")]
     assert "loaded the pretrained encoder" in logs[0] and "no_pretrained_weights" in logs[1]
 
+    # --inits + --reuse: one init only, its finished fine-tunings scored again, not retrained
+    best = tmp_path / "random_seed1" / "checkpoint_best.pt"
+    stamp = best.stat().st_mtime_ns
+    run_python(f"""
+import sys
+sys.path.insert(0, {str(REPO / 'examples')!r})
+from classification_benefit import main
+main(["text", "--corpus", {str(corpus)!r}, "--data-bin", {str(data_bin)!r}, "--work-dir", {str(tmp_path)!r},
+      "--pretrained", {str(checkpoint)!r}, "--seeds", "1", "2", "--inits", "random init", "--reuse"])
+""", timeout=600)
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["init"], r["seed"]) for r in again["runs"]] == [("random init", 1), ("random init", 2)]
+    assert [r["test"] for r in again["runs"]] == [r["test"] for r in report["runs"] if r["init"] == "random init"]
+    assert best.stat().st_mtime_ns == stamp and set(again["summary"]) == {"random init"}
+
 
 def test_image_benefit_pretrains_then_scores_every_image_for_both_initialisations(tmp_path):
     import make_image_corpus
