@@ -40,7 +40,7 @@ import json
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 from make_text_corpus import SPLITS, _write_lines, split_topics, topic_sentences
 
@@ -72,18 +72,24 @@ def docstrings(path: Path) -> Iterator[str]:
                 yield doc
 
 
+def package_sentences(root: Path, paths: Sequence[Path]) -> Iterator[Tuple[str, str]]:
+    """(top-level package or module under ``root``, sentence) for every prose sentence of the
+    docstrings in ``paths``, in order (repeats included: callers deduplicate)."""
+    for path in paths:
+        package = path.relative_to(root).parts[0].removesuffix(".py")
+        for doc in docstrings(path):
+            for sentence in topic_sentences(doc):
+                yield package, sentence
+
+
 def module_sentences() -> Dict[str, List[str]]:
     """stdlib top-level module or package -> its docstring sentences (each sentence once, under
     the first module, in path order, that has it)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
     seen, labelled = set(), {}
-    for path in stdlib_files():
-        module = path.relative_to(root).parts[0].removesuffix(".py")
-        for doc in docstrings(path):
-            for sentence in topic_sentences(doc):
-                if sentence not in seen:
-                    seen.add(sentence)
-                    labelled.setdefault(module, []).append(sentence)
+    for module, sentence in package_sentences(Path(sysconfig.get_paths()["stdlib"]), stdlib_files()):
+        if sentence not in seen:
+            seen.add(sentence)
+            labelled.setdefault(module, []).append(sentence)
     return labelled
 
 
@@ -112,28 +118,27 @@ def make_module_task(out: Path, num_classes: int = 10, seed: int = 1, valid_frac
 
 
 def make_docstring_text(out: Path, exclude: Sequence[Path] = (), site_packages: bool = False) -> dict:
+    """Unlabelled sentences (stdlib, then optionally the installed packages), each once, none
+    that occurs in ``exclude``; words counted per source (``stdlib`` or the package's name)."""
     excluded = {line.strip() for path in exclude for line in path.read_text(encoding="utf-8").splitlines()}
-    seen, lines, dropped = set(), [], 0
-    roots = [("stdlib", Path(sysconfig.get_paths()["stdlib"]), SKIPPED_PARTS)]
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    roots = [("stdlib", stdlib, python_files(stdlib))]
     if site_packages:  # tests are skipped there too; "site-packages" is the root itself
-        roots += [("site-packages", root, SKIPPED_PARTS - {"site-packages"}) for root in site_packages_roots()]
-    words: Dict[str, int] = {}
-    files = 0
-    for source, root, skipped in roots:
-        for path in python_files(root, skipped):
-            files += 1
-            key = source if source == "stdlib" else path.relative_to(root).parts[0].removesuffix(".py")
-            for doc in docstrings(path):
-                for sentence in topic_sentences(doc):
-                    if sentence in excluded:
-                        dropped += 1
-                    elif sentence not in seen:
-                        seen.add(sentence)
-                        lines.append(sentence)
-                        words[key] = words.get(key, 0) + len(sentence.split())
+        roots += [("site-packages", root, python_files(root, SKIPPED_PARTS - {"site-packages"}))
+                  for root in site_packages_roots()]
+    seen, lines, dropped, words = set(), [], 0, {}
+    for source, root, paths in roots:
+        for package, sentence in package_sentences(root, paths):
+            if sentence in excluded:
+                dropped += 1
+            elif sentence not in seen:
+                seen.add(sentence)
+                lines.append(sentence)
+                key = source if source == "stdlib" else package
+                words[key] = words.get(key, 0) + len(sentence.split())
     out.mkdir(parents=True, exist_ok=True)
     (out / "unlabelled.txt").write_text("".join(s + "\n" for s in lines), encoding="utf-8")
-    summary = {"python": sys.version.split()[0], "files": files,
+    summary = {"python": sys.version.split()[0], "files": sum(len(paths) for _, _, paths in roots),
                "sentences": len(lines), "words": sum(words.values()), "dropped_as_in_exclude": dropped,
                "words_per_source": dict(sorted(words.items(), key=lambda kv: -kv[1]))}
     (out / "docstrings.json").write_text(json.dumps(summary, indent=1) + "\n")

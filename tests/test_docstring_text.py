@@ -1,5 +1,6 @@
-"""examples/make_docstring_text.py: prose sentences from the stdlib's docstrings, none of the
-excluded lines, no duplicates, the same every run."""
+"""examples/make_docstring_text.py: prose sentences from the stdlib's (and optionally the installed
+packages') docstrings, none of the excluded lines, no duplicates, the same every run; and the
+labelled module task built from the same sentences."""
 from make_docstring_text import make_docstring_text
 from make_text_corpus import is_prose
 
