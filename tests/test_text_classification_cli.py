@@ -6,6 +6,7 @@ checkpoint that loads in a fresh process after the pretrained one is gone -> fai
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -70,6 +71,58 @@ def test_prep_low_resource_split_keeps_a_seeded_sample_per_class(text_pipeline_p
     assert sample != (tmp_path / "run2" / "plain" / "train.input0").read_text(encoding="utf-8").splitlines()
     for split in ("valid", "test"):  # only train is sampled
         assert (tmp_path / "run0" / "plain" / f"{split}.input0").read_bytes() == (full / f"{split}.input0").read_bytes()
+
+
+def test_prep_publishes_by_rename_and_leaves_identical_data_untouched(text_pipeline_prepared, tmp_path):
+    """A fine-tuning reading the data keeps complete files while the folder is re-prepared."""
+    from fairseq.data import Dictionary, data_utils
+    from d2v_plugin.text.classification_prep import SUMMARY_NAME, prepare_classification
+
+    _, corpus, data_bin = text_pipeline_prepared
+    out = tmp_path / "topic-bin"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own file")
+    full = prepare_classification(str(corpus), str(data_bin), str(out))
+    train_bin = out / "input0" / "train.bin"
+    written = (train_bin.stat().st_ino, train_bin.stat().st_mtime_ns)
+    dictionary = Dictionary.load(str(out / "input0" / "dict.txt"))
+    reading = data_utils.load_indexed_dataset(str(out / "input0" / "train"), dictionary)
+    first, last = reading[0].clone(), reading[len(reading) - 1].clone()
+
+    assert prepare_classification(str(corpus), str(data_bin), str(out)) == full
+    assert (train_bin.stat().st_ino, train_bin.stat().st_mtime_ns) == written  # same data: not rewritten
+
+    low = prepare_classification(str(corpus), str(data_bin), str(out), train_per_class=2)
+    assert json.loads((out / SUMMARY_NAME).read_text()) == low
+    kept = low["splits"]["train"]["kept"]
+    assert kept == 2 * low["num_classes"] < full["splits"]["train"]["kept"]
+    assert len(data_utils.load_indexed_dataset(str(out / "input0" / "train"), dictionary)) == kept
+    # the reader opened before the swap still sees the old, complete data
+    assert len(reading) == full["splits"]["train"]["kept"]
+    assert torch.equal(reading[0], first) and torch.equal(reading[len(reading) - 1], last)
+    assert (out / "notes.txt").read_text() == "the user's own file"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["input0", "label", "plain", SUMMARY_NAME, ".prep.lock", "notes.txt"])  # no staging left
+
+
+def test_two_preps_of_one_folder_at_once_both_succeed_with_consistent_data(text_pipeline_prepared, tmp_path):
+    from fairseq.data import Dictionary, data_utils
+
+    _, corpus, data_bin = text_pipeline_prepared
+    out = tmp_path / "topic-bin"
+    script = ("import sys; from d2v_plugin.text.classification_prep import prepare_classification; "
+              "prepare_classification(*sys.argv[1:4])")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(corpus), str(data_bin), str(out)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    for proc in procs:
+        output = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, output
+    summary = json.loads((out / "classification_prep.json").read_text())
+    for sub in ("input0", "label"):
+        dictionary = Dictionary.load(str(out / sub / "dict.txt"))
+        for split, stats in summary["splits"].items():
+            assert len(data_utils.load_indexed_dataset(str(out / sub / split), dictionary)) == stats["kept"]
 
 
 def test_prep_refuses_labels_that_do_not_match_the_text(text_pipeline_prepared, tmp_path):

@@ -25,16 +25,20 @@ label is not a class, and empty lines (nothing left after normalisation).
 stay whole): a low-resource split to see what pretraining buys when labels are few. Characters the BPE
 model never saw become ``<unk>`` (counted), as in ``d2v-text-prep``. A label file with a
 different number of lines than its text is an error naming both files.
+Re-running into an ``OUT`` that a fine-tuning is reading is safe: the data is built aside and
+swapped in by rename (``OUT/.prep.lock`` serialises the swap); identical data is left as it is.
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
 import random
 import shutil
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -140,7 +144,46 @@ def write_label_dictionary(classes: Sequence[str], counts: Dict[str, int], path:
 def prepare_classification(corpus: str, data_bin: str, out_dir: str, classes_file: Optional[str] = None,
                            train_per_class: Optional[int] = None, seed: int = 1) -> Dict:
     """Encode and binarize every split of ``corpus``; returns the summary written to the json.
-    ``train_per_class`` keeps a seeded sample of that many training sentences per class."""
+    ``train_per_class`` keeps a seeded sample of that many training sentences per class.
+
+    Built in a staging folder inside ``out_dir`` and published by rename, under a lock: a
+    fine-tuning already reading ``out_dir`` never sees half-written files, and an ``out_dir``
+    that already holds the same data is left untouched, so two jobs preparing one folder at
+    once (``classification_benefit.py --inits``, one process per init) cannot corrupt it."""
+    os.makedirs(out_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging.", dir=out_dir)
+    try:
+        summary = _build(corpus, data_bin, staging, classes_file, train_per_class, seed)
+        with open(os.path.join(out_dir, ".prep.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _publish(staging, out_dir, summary)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+PUBLISHED = ("input0", "label", "plain", SUMMARY_NAME)  # the summary last: it marks complete data
+
+
+def _publish(staging: str, out_dir: str, summary: Dict) -> None:
+    """Move the staged data into ``out_dir`` unless the same data is already there. Replaced
+    entries go to the staging folder (deleted by the caller); open files stay readable."""
+    try:
+        with open(os.path.join(out_dir, SUMMARY_NAME), encoding="utf-8") as f:
+            if json.load(f) == json.loads(json.dumps(summary)):
+                logger.info("%s already holds this data: kept as it is", out_dir)
+                return
+    except (OSError, ValueError):
+        pass
+    for name in PUBLISHED:
+        target = os.path.join(out_dir, name)
+        if os.path.lexists(target):
+            os.rename(target, os.path.join(staging, name + ".replaced"))
+        os.rename(os.path.join(staging, name), target)
+
+
+def _build(corpus: str, data_bin: str, out_dir: str, classes_file: Optional[str],
+           train_per_class: Optional[int], seed: int) -> Dict:
     for name in (SPM_NAME + ".model", "dict.txt"):
         if not os.path.isfile(os.path.join(data_bin, name)):
             raise FileNotFoundError(f"{data_bin}/{name} not found: --data-bin must be the pretraining "
