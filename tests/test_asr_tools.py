@@ -152,7 +152,7 @@ def test_padded_batches_keep_manifest_order(decoded, ckpts, speech_corpus, tmp_p
 
 
 def test_infer_rejects_a_pretrained_checkpoint(ckpts, speech_corpus, tmp_path):
-    from d2v_plugin.asr._cli import UserInputError
+    from d2v_plugin.console import UserInputError
 
     with pytest.raises(UserInputError, match="not a fine-tuned CTC model"):
         infer.main([str(ckpts["pretrained"]), "--data", str(speech_corpus), "--results-dir", str(tmp_path)])

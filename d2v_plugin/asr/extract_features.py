@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _cli
+from .. import console
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def select(features: dict, layer: Layer, b: int, frames: int, model_cfg, top_k: 
                              model_cfg.layer_norm_target_layer, model_cfg.layer_norm_targets,
                              model_cfg.instance_norm_targets)[0]
     if not -len(results) <= layer < len(results):
-        raise _cli.UserInputError(f"--layer {layer}: the model has {len(results)} blocks "
+        raise console.UserInputError(f"--layer {layer}: the model has {len(results)} blocks "
                                   f"(valid: {-len(results)} .. {len(results) - 1})")
     return results[layer][b, :frames]
 
@@ -114,7 +114,7 @@ def extract(checkpoint: str, data: str, split: str, out_dir: str, layer: Layer =
     conv_spec = audio_encoder.conv_spec
     min_samples = receptive_field(conv_spec)
     if layer == "top_k" and top_k is not None and not 0 < top_k <= model.cfg.depth:
-        raise _cli.UserInputError(f"--top-k {top_k}: the model has {model.cfg.depth} blocks")
+        raise console.UserInputError(f"--top-k {top_k}: the model has {model.cfg.depth} blocks")
 
     entries = list(manifest.entries)
     rel = {e.line: os.path.relpath(e.path, manifest.root).replace(os.sep, "/") for e in entries}
@@ -185,8 +185,8 @@ def cli() -> int:
     from d2v_plugin.data.audio_dataset import AudioFileError
     from d2v_plugin.data.manifest import ManifestError
 
-    return _cli.run(main, "d2v-features",
-                    (_cli.UserInputError, FileNotFoundError, ManifestError, AudioFileError))
+    return console.run(main, "d2v-features",
+                    (console.UserInputError, FileNotFoundError, ManifestError, AudioFileError))
 
 
 if __name__ == "__main__":

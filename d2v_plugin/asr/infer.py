@@ -45,7 +45,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from . import _cli
+from .. import console
 from .ctc import greedy_decode, ids_to_units, units_to_words
 from .wer import ErrorRate, cer, wer
 
@@ -101,11 +101,11 @@ def decode_split(checkpoint: str, data: str, split: str, results_dir: str,
     use_cuda = torch.cuda.is_available() and not cpu
     model, cfg, task = load_model_and_task(checkpoint, data)
     if cfg.model._name != "wav2vec_ctc":
-        raise _cli.UserInputError(f"{checkpoint}: model {cfg.model._name!r} is not a fine-tuned "
+        raise console.UserInputError(f"{checkpoint}: model {cfg.model._name!r} is not a fine-tuned "
                                   f"CTC model (wav2vec_ctc); pretrained checkpoints cannot decode")
     labels = cfg.task.get("labels")
     if labels != "ltr":
-        raise _cli.UserInputError(f"{checkpoint}: fine-tuned on {labels!r} labels; only letter "
+        raise console.UserInputError(f"{checkpoint}: fine-tuned on {labels!r} labels; only letter "
                                   f"targets (task.labels=ltr) are supported")
     label_path = os.path.join(data, f"{split}.{labels}")
     if not os.path.isfile(label_path):
@@ -113,7 +113,7 @@ def decode_split(checkpoint: str, data: str, split: str, results_dir: str,
     ref_units = [" ".join(line.split()) for line in _read_lines(label_path)]
     n = _manifest_size(tsv)
     if len(ref_units) != n:
-        raise _cli.UserInputError(f"{label_path} has {len(ref_units)} lines but {tsv} lists {n} "
+        raise console.UserInputError(f"{label_path} has {len(ref_units)} lines but {tsv} lists {n} "
                                   f"utterances (d2v-labels --check explains)")
     if use_cuda:
         model.cuda()
@@ -130,7 +130,7 @@ def decode_split(checkpoint: str, data: str, split: str, results_dir: str,
     lm_decoder = None
     if lm or lexicon:
         if not (lm and lexicon):
-            raise _cli.UserInputError("--lm and --lexicon go together")
+            raise console.UserInputError("--lm and --lexicon go together")
         from .lm_decoder import make_decoder
 
         lm_decoder = make_decoder(symbols, blank, tgt_dict.index("|"), lexicon, lm, beam_options)
@@ -230,7 +230,7 @@ def main(argv: Optional[Sequence[str]] = None) -> InferResult:
 def cli() -> int:
     from .lm_decoder import LMDecoderUnavailable
 
-    return _cli.run(main, "d2v-infer", (_cli.UserInputError, FileNotFoundError, LMDecoderUnavailable))
+    return console.run(main, "d2v-infer", (console.UserInputError, FileNotFoundError, LMDecoderUnavailable))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import sys
 from collections import Counter
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import _cli
+from .. import console
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Tuple[str, str]:
 
 
 def cli() -> int:
-    return _cli.run(main, "d2v-lm", (ValueError, FileNotFoundError))
+    return console.run(main, "d2v-lm", (ValueError, FileNotFoundError))
 
 
 if __name__ == "__main__":

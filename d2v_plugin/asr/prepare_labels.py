@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ..data.manifest import ManifestError, read_manifest
-from . import _cli
+from .. import console
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ DEFAULT_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ'"
 WORD_BOUNDARY = "|"
 
 
-class LabelError(_cli.UserInputError):
+class LabelError(console.UserInputError):
     """Missing or unusable transcripts, or labels that do not line up with the manifest."""
 
 
@@ -268,7 +268,7 @@ def main(argv: Optional[Sequence[str]] = None):
 
 
 def cli() -> int:
-    return _cli.run(main, "d2v-labels")
+    return console.run(main, "d2v-labels")
 
 
 if __name__ == "__main__":

@@ -31,12 +31,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import soundfile as sf
 
-from . import _cli
+from .. import console
 
 logger = logging.getLogger(__name__)
 
 
-class ManifestBuildError(_cli.UserInputError):
+class ManifestBuildError(console.UserInputError):
     """No usable audio, or an unreadable file (without ``--skip-bad``)."""
 
 
@@ -139,7 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> ManifestResult:
 
 
 def cli() -> int:
-    return _cli.run(main, "d2v-manifest")
+    return console.run(main, "d2v-manifest")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from ..asr import _cli
+from .. import console
 from .bpe import PieceEncoder
 from .prepare import SPLITS, SPM_NAME, EXAMPLES, TextPrepError, binarize, read_lines
 
@@ -269,7 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
 
 
 def cli() -> int:
-    return _cli.run(main, "d2v-text-classification-prep")
+    return console.run(main, "d2v-text-classification-prep")
 
 
 if __name__ == "__main__":

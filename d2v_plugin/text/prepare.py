@@ -53,7 +53,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..asr import _cli
+from .. import console
 from .bpe import UNK, PieceEncoder, train_bpe
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ EXAMPLES = 5      # line numbers quoted in warnings
 CHUNK = 4096      # lines encoded per sentencepiece call
 
 
-class TextPrepError(_cli.UserInputError):
+class TextPrepError(console.UserInputError):
     """Text that cannot be prepared: not UTF-8, nothing to train on, a vocabulary too large."""
 
 
@@ -296,7 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> PrepResult:
 
 
 def cli() -> int:
-    return _cli.run(main, "d2v-text-prep")
+    return console.run(main, "d2v-text-prep")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..asr import _cli
+from .. import console
 from ..linear_probe import fit_linear_probe
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
 
 
 def cli() -> int:
-    return _cli.run(main, "d2v-text-probe")
+    return console.run(main, "d2v-text-probe")
 
 
 if __name__ == "__main__":

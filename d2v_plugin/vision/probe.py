@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..asr import _cli
+from .. import console
 from ..linear_probe import fit_linear_probe
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def load_models(checkpoint: str, random_init: bool = False, seed: Optional[int] 
         torch.manual_seed(cfg.common.seed if seed is None else seed)
         model = task.build_model(cfg.model)
     if getattr(model, "modality", None) != "IMAGE" or not hasattr(task, "num_patches"):
-        raise _cli.UserInputError(f"{checkpoint}: not an image pretraining checkpoint "
+        raise console.UserInputError(f"{checkpoint}: not an image pretraining checkpoint "
                                   f"(model modality {getattr(model, 'modality', None)}, task {type(task).__name__})")
     model.remove_pretraining_modules()  # the student encoder is all a probe needs
     return model.eval(), task
@@ -189,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[ProbeResult]:
 def cli() -> int:
     from ..data.image_folder import ImageFileError
 
-    return _cli.run(main, "d2v-image-probe", errors=(_cli.UserInputError, FileNotFoundError, ImageFileError))
+    return console.run(main, "d2v-image-probe", errors=(console.UserInputError, FileNotFoundError, ImageFileError))
 
 
 if __name__ == "__main__":
