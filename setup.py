@@ -13,7 +13,11 @@ setup(
         # fairseq's main branch repackaged with the Python 3.11 dataclass fix, prebuilt cp311
         # wheel (fairseq==0.12.2 does not install on 3.11). See README "Installation".
         "ve-fairseq==0.12.3",
-        "omegaconf>=2.1",
+        # fairseq imports hydra.experimental.compose, gone in hydra-core 1.4; hydra-submitit-launcher
+        # asks for "hydra-core>=1.1.0.dev7", which lets pip pick the 1.4.0rc3 pre-release (and
+        # omegaconf 2.4.1rc1) on a fresh install: fairseq-hydra-train then fails at import.
+        "hydra-core>=1.3.2,<1.4",
+        "omegaconf>=2.1,<2.4",
         "soundfile>=0.12",
         "sentencepiece>=0.1.99",
         "numpy>=1.24",

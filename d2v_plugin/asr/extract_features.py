@@ -96,8 +96,10 @@ def select(features: dict, layer: Layer, b: int, frames: int, model_cfg, top_k: 
 
 
 def extract(checkpoint: str, data: str, split: str, out_dir: str, layer: Layer = "final",
-            top_k: Optional[int] = None, batch_size: int = 1, cpu: bool = False) -> FeatureResult:
-    """Write one ``.npy`` per utterance of ``<data>/<split>.tsv`` plus ``features.tsv``."""
+            top_k: Optional[int] = None, batch_size: int = 1, cpu: bool = False,
+            show_progress: bool = False) -> FeatureResult:
+    """Write one ``.npy`` per utterance of ``<data>/<split>.tsv`` plus ``features.tsv``
+    (``show_progress``: a live progress line on stderr, see ``console.Progress``)."""
     from d2v_plugin.data.audio_dataset import load_audio
     from d2v_plugin.data.manifest import read_manifest
     from d2v_plugin.masking import feature_lengths, receptive_field
@@ -126,7 +128,8 @@ def extract(checkpoint: str, data: str, split: str, out_dir: str, layer: Layer =
     order = sorted(usable, key=lambda e: e.num_samples)
     os.makedirs(out_dir, exist_ok=True)
     shapes = {}
-    with torch.inference_mode():
+    progress = console.Progress("extracting features", len(order), "utterances", enabled=show_progress)
+    with torch.inference_mode(), progress:
         for start in range(0, len(order), max(1, batch_size)):
             batch = order[start:start + max(1, batch_size)]
             wavs = [torch.from_numpy(load_audio(e, tsv, enc.sample_rate)) for e in batch]
@@ -147,6 +150,7 @@ def extract(checkpoint: str, data: str, split: str, out_dir: str, layer: Layer =
                 name = feature_name(rel[e.line])
                 np.save(os.path.join(out_dir, name), feats)
                 shapes[e.line] = (name, feats.shape)
+            progress.advance(len(batch))
     index = os.path.join(out_dir, "features.tsv")
     result = FeatureResult(index, skipped=skipped)
     with open(index, "w", encoding="utf-8", newline="\n") as f:
@@ -174,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> FeatureResult:
     p.add_argument("--log-level", default="INFO", help="logging level of the command (console script)")
     args = p.parse_args(argv)
     result = extract(args.checkpoint, args.data, args.split, args.out_dir, args.layer, args.top_k,
-                     args.batch_size, args.cpu)
+                     args.batch_size, args.cpu, show_progress=True)
     dims = {s[1] for s in result.shapes}
     print(f"{len(result.files)} utterances -> {args.out_dir} (layer {args.layer}, D={sorted(dims)}); "
           f"index {result.index}")

@@ -33,16 +33,21 @@ logger = logging.getLogger(__name__)
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 
 
-def read_sentences(paths: Iterable[str]) -> List[List[str]]:
+def read_sentences(paths: Iterable[str], show_progress: bool = False) -> List[List[str]]:
     """Whitespace-tokenised non-empty lines of text files (e.g. ``train.wrd``)."""
     sentences = []
-    for path in paths:
-        with open(path, encoding="utf-8") as f:
-            sentences += [line.split() for line in f if line.strip()]
+    with console.Progress("reading transcripts", None, "lines", enabled=show_progress) as progress:
+        for path in paths:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        sentences.append(line.split())
+                    progress.advance()
     return sentences
 
 
-def bigram_arpa(sentences: Sequence[Sequence[str]], order: int = 2, discount: float = 0.5) -> str:
+def bigram_arpa(sentences: Sequence[Sequence[str]], order: int = 2, discount: float = 0.5,
+                show_progress: bool = False) -> str:
     """The ARPA text of a unigram (``order=1``) or bigram (``order=2``) model of ``sentences``."""
     if order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order}")
@@ -52,10 +57,12 @@ def bigram_arpa(sentences: Sequence[Sequence[str]], order: int = 2, discount: fl
         raise ValueError("no sentences to estimate a language model from")
     unigrams: Counter = Counter()
     bigrams: Counter = Counter()
-    for words in sentences:
-        tokens = [BOS, *words, EOS]
-        unigrams.update(tokens[1:])
-        bigrams.update(zip(tokens[:-1], tokens[1:]))
+    with console.Progress("counting n-grams", len(sentences), "sentences", enabled=show_progress) as progress:
+        for words in sentences:
+            tokens = [BOS, *words, EOS]
+            unigrams.update(tokens[1:])
+            bigrams.update(zip(tokens[:-1], tokens[1:]))
+            progress.advance()
     vocab = sorted(set(unigrams) | {UNK})
     total = sum(unigrams.values())
     p_uni = {w: (unigrams[w] + 1) / (total + len(vocab)) for w in vocab}
@@ -99,13 +106,14 @@ def lexicon_lines(words: Iterable[str]) -> List[str]:
 
 
 def write_lm(sentences: Sequence[Sequence[str]], out_dir: str, order: int = 2,
-             discount: float = 0.5, extra_words: Iterable[str] = ()) -> Tuple[str, str]:
+             discount: float = 0.5, extra_words: Iterable[str] = (),
+             show_progress: bool = False) -> Tuple[str, str]:
     """Write ``lm.arpa`` and ``lexicon.txt`` into ``out_dir``; return their paths."""
     os.makedirs(out_dir, exist_ok=True)
     arpa = os.path.join(out_dir, "lm.arpa")
     lexicon = os.path.join(out_dir, "lexicon.txt")
     with open(arpa, "w", encoding="utf-8") as f:
-        f.write(bigram_arpa(sentences, order, discount))
+        f.write(bigram_arpa(sentences, order, discount, show_progress))
     words = [w for s in sentences for w in s] + list(extra_words)
     with open(lexicon, "w", encoding="utf-8") as f:
         f.write("\n".join(lexicon_lines(words)) + "\n")
@@ -124,8 +132,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Tuple[str, str]:
     parser.add_argument("--lexicon-words", nargs="*", default=[],
                         help="more text files whose words go into the lexicon only (not the LM counts)")
     args = parser.parse_args(argv)
-    extra = [w for s in read_sentences(args.lexicon_words) for w in s]
-    paths = write_lm(read_sentences(args.text), args.out_dir, args.order, args.discount, extra)
+    extra = [w for s in read_sentences(args.lexicon_words, show_progress=True) for w in s]
+    paths = write_lm(read_sentences(args.text, show_progress=True), args.out_dir, args.order,
+                     args.discount, extra, show_progress=True)
     print(f"lm: {paths[0]}\nlexicon: {paths[1]}")
     return paths
 

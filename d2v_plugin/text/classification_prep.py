@@ -44,7 +44,7 @@ from typing import Dict, List, Optional, Sequence
 
 from .. import console
 from .bpe import PieceEncoder
-from .prepare import SPLITS, SPM_NAME, EXAMPLES, TextPrepError, binarize, read_lines
+from .prepare import CHUNK, EXAMPLES, SPLITS, SPM_NAME, TextPrepError, binarize, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def sample_per_class(labels: Sequence[str], classes: Sequence[str], per_class: i
 
 def encode_labelled_split(encoder: PieceEncoder, corpus: str, split: str, classes: Sequence[str],
                           text_out: str, label_out: str, per_class: Optional[int] = None,
-                          seed: int = 1) -> LabelledSplitStats:
+                          seed: int = 1, show_progress: bool = False) -> LabelledSplitStats:
     """Write the kept sentences as pieces to ``text_out`` and their classes to ``label_out``
     (with ``per_class``: a seeded sample of at most that many lines of each class)."""
     text_path, rows = _paired_lines(corpus, split)
@@ -106,9 +106,11 @@ def encode_labelled_split(encoder: PieceEncoder, corpus: str, split: str, classe
         stats.lines = len(rows)
     labelled = [(n, t, l) for n, t, l in rows if l in wanted]
     stats.other_label = len(rows) - len(labelled)
+    progress = console.Progress(f"encoding {split}", len(labelled), "sentences", enabled=show_progress)
     with open(text_out, "w", encoding="utf-8", newline="\n") as ft, \
-            open(label_out, "w", encoding="utf-8", newline="\n") as fl:
-        for (number, _, label), enc in zip(labelled, encoder.encode_many([t for _, t, _ in labelled])):
+            open(label_out, "w", encoding="utf-8", newline="\n") as fl, progress:
+        encoded = _encode_in_chunks(encoder, [t for _, t, _ in labelled], progress)
+        for enc, (number, _, label) in zip(encoded, labelled):  # encoded first: its last chunk counts
             if not enc.pieces:
                 stats.empty += 1
                 if len(stats.empty_examples) < EXAMPLES:
@@ -134,6 +136,14 @@ def encode_labelled_split(encoder: PieceEncoder, corpus: str, split: str, classe
     return stats
 
 
+def _encode_in_chunks(encoder: PieceEncoder, texts: Sequence[str], progress: console.Progress):
+    """``encoder.encode_many(texts)``, one sentencepiece call per CHUNK lines, advancing ``progress``."""
+    for start in range(0, len(texts), CHUNK):
+        chunk = texts[start:start + CHUNK]
+        yield from encoder.encode_many(chunk)
+        progress.advance(len(chunk))
+
+
 def write_label_dictionary(classes: Sequence[str], counts: Dict[str, int], path: str) -> None:
     """``dict.txt`` of the classes in the given order, so fairseq's label index i is class i."""
     with open(path, "w", encoding="utf-8") as f:
@@ -142,7 +152,8 @@ def write_label_dictionary(classes: Sequence[str], counts: Dict[str, int], path:
 
 
 def prepare_classification(corpus: str, data_bin: str, out_dir: str, classes_file: Optional[str] = None,
-                           train_per_class: Optional[int] = None, seed: int = 1) -> Dict:
+                           train_per_class: Optional[int] = None, seed: int = 1,
+                           show_progress: bool = False) -> Dict:
     """Encode and binarize every split of ``corpus``; returns the summary written to the json.
     ``train_per_class`` keeps a seeded sample of that many training sentences per class.
 
@@ -153,7 +164,7 @@ def prepare_classification(corpus: str, data_bin: str, out_dir: str, classes_fil
     os.makedirs(out_dir, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".staging.", dir=out_dir)
     try:
-        summary = _build(corpus, data_bin, staging, classes_file, train_per_class, seed)
+        summary = _build(corpus, data_bin, staging, classes_file, train_per_class, seed, show_progress)
         with open(os.path.join(out_dir, ".prep.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             _publish(staging, out_dir, summary)
@@ -183,7 +194,7 @@ def _publish(staging: str, out_dir: str, summary: Dict) -> None:
 
 
 def _build(corpus: str, data_bin: str, out_dir: str, classes_file: Optional[str],
-           train_per_class: Optional[int], seed: int) -> Dict:
+           train_per_class: Optional[int], seed: int, show_progress: bool = False) -> Dict:
     for name in (SPM_NAME + ".model", "dict.txt"):
         if not os.path.isfile(os.path.join(data_bin, name)):
             raise FileNotFoundError(f"{data_bin}/{name} not found: --data-bin must be the pretraining "
@@ -209,7 +220,8 @@ def _build(corpus: str, data_bin: str, out_dir: str, classes_file: Optional[str]
         label_paths[split] = os.path.join(plain, f"{split}.label")
         stats[split] = encode_labelled_split(encoder, corpus, split, classes, text_paths[split],
                                              label_paths[split],
-                                             train_per_class if split == "train" else None, seed)
+                                             train_per_class if split == "train" else None, seed,
+                                             show_progress)
 
     input_dict = os.path.join(out_dir, "input0", "dict.txt")
     shutil.copyfile(os.path.join(data_bin, "dict.txt"), input_dict)
@@ -259,7 +271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     p.add_argument("--log-level", default="INFO", help="logging level of the command (console script)")
     args = p.parse_args(argv)
     summary = prepare_classification(args.corpus, args.data_bin, args.out_dir, args.classes,
-                                     args.train_per_class, args.seed)
+                                     args.train_per_class, args.seed, show_progress=True)
     for split, s in summary["splits"].items():
         print(f"  {split:5s} {s['kept']:7d} sentences  skipped: other label {s['other_label']}, "
               f"empty {s['empty']}  <unk> chars {s['unk_chars']}")

@@ -116,10 +116,22 @@ def check_training_text(path: str) -> int:
     return lines
 
 
+def count_lines(path: str) -> int:
+    """Newline-terminated lines plus a last unterminated one, counted in binary (fast)."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
 def encode_split(encoder: PieceEncoder, split: str, source: str, bpe_path: str,
-                 counts: Optional[Counter] = None) -> SplitStats:
+                 counts: Optional[Counter] = None, show_progress: bool = False) -> SplitStats:
     """Write ``source`` as space-separated pieces to ``bpe_path``, one kept line per line."""
     stats = SplitStats(split, source)
+    progress = console.Progress(f"encoding {split}", count_lines(source) if show_progress else None,
+                                "lines", enabled=show_progress)
 
     def flush(chunk: List[Tuple[int, str]], out) -> None:
         for (number, _), enc in zip(chunk, encoder.encode_many([t for _, t in chunk])):
@@ -139,15 +151,17 @@ def encode_split(encoder: PieceEncoder, split: str, source: str, bpe_path: str,
                 counts.update(enc.pieces)
             out.write(" ".join(enc.pieces) + "\n")
 
-    with open(bpe_path, "w", encoding="utf-8", newline="\n") as out:
+    with open(bpe_path, "w", encoding="utf-8", newline="\n") as out, progress:
         chunk: List[Tuple[int, str]] = []
         for number, text in read_lines(source):
             stats.lines += 1
             chunk.append((number, text))
             if len(chunk) == CHUNK:
                 flush(chunk, out)
+                progress.advance(len(chunk))
                 chunk = []
         flush(chunk, out)
+        progress.advance(len(chunk))
     _report(stats)
     return stats
 
@@ -215,8 +229,10 @@ def check_binarized(dest: str, stats: Dict[str, SplitStats], dict_path: str) -> 
 
 def prepare_text(train: str, valid: str, out_dir: str, test: Optional[str] = None,
                  vocab_size: int = 2000, byte_fallback: bool = False, workers: int = 1,
-                 max_train_lines: int = 10_000_000, seed: int = 1) -> PrepResult:
-    """Train the BPE model, encode and binarize every split; see the module docstring."""
+                 max_train_lines: int = 10_000_000, seed: int = 1,
+                 show_progress: bool = False) -> PrepResult:
+    """Train the BPE model, encode and binarize every split; see the module docstring
+    (``show_progress``: a live progress line on stderr while encoding)."""
     import sentencepiece as spm
 
     sources = {"train": train, "valid": valid, **({"test": test} if test else {})}
@@ -247,7 +263,7 @@ def prepare_text(train: str, valid: str, out_dir: str, test: Optional[str] = Non
     for split, path in sources.items():
         bpe_paths[split] = os.path.join(bpe_dir, f"{split}.bpe")
         stats[split] = encode_split(encoder, split, path, bpe_paths[split],
-                                    counts if split == "train" else None)
+                                    counts if split == "train" else None, show_progress)
     dict_path = os.path.join(data_bin, "dict.txt")
     size = write_dictionary(encoder, counts, dict_path)
     for split in set(SPLITS) - set(sources):  # from an earlier run: would not match dict.txt
@@ -286,7 +302,8 @@ def main(argv: Optional[Sequence[str]] = None) -> PrepResult:
     p.add_argument("--log-level", default="INFO", help="logging level of the command (console script)")
     args = p.parse_args(argv)
     result = prepare_text(args.train, args.valid, args.out_dir, args.test, args.vocab_size,
-                          args.byte_fallback, args.workers, args.max_train_lines, args.seed)
+                          args.byte_fallback, args.workers, args.max_train_lines, args.seed,
+                          show_progress=True)
     print(f"dictionary: {result.dict_path} ({result.dictionary_size} symbols + <mask> at load)")
     for s in result.splits.values():
         print(f"  {s.split:5s} {s.kept:8d} lines {s.tokens:10d} pieces  skipped empty {s.empty:5d}  "
