@@ -13,7 +13,10 @@ setup(
         # fairseq's main branch repackaged with the Python 3.11 dataclass fix, prebuilt cp311
         # wheel (fairseq==0.12.2 does not install on 3.11). See README "Installation".
         "ve-fairseq==0.12.3",
-        "omegaconf>=2.1",
+        "omegaconf>=2.1,<2.4",
+        # hydra-submitit-launcher's "hydra-core>=1.1.0.dev7" lets pip pick the 1.4 pre-release,
+        # whose hydra.experimental no longer has compose: fairseq then fails on import.
+        "hydra-core>=1.3.2,<1.4",
         "soundfile>=0.12",
         "sentencepiece>=0.1.99",
         "numpy>=1.24",
@@ -25,7 +28,10 @@ setup(
     ],
     extras_require={"test": ["pytest>=7"],
                     # lexicon + n-gram LM beam search for d2v-infer --lm (KenLM built in)
-                    "lm": ["flashlight-text>=0.0.7"]},
+                    "lm": ["flashlight-text>=0.0.7"],
+                    # d2v-export-hf and the exported models (tested with transformers 5.25.0,
+                    # safetensors 0.8.0; neither pulls another torch)
+                    "hf": ["transformers>=5.25,<6", "safetensors>=0.8,<1"]},
     entry_points={"console_scripts": [
         "d2v-infer=d2v_plugin.asr.infer:cli",
         "d2v-manifest=d2v_plugin.asr.prepare_manifest:cli",
@@ -36,5 +42,6 @@ setup(
         "d2v-text-classification-prep=d2v_plugin.text.classification_prep:cli",
         "d2v-image-probe=d2v_plugin.vision.probe:cli",
         "d2v-text-probe=d2v_plugin.text.probe:cli",
+        "d2v-export-hf=d2v_plugin.hf.export:cli",
     ]},
 )
