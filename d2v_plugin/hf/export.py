@@ -48,7 +48,7 @@ def _container(cfg) -> Any:
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     if isinstance(cfg, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(cfg, resolve=True)
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     return copy.deepcopy(cfg)
 
 
@@ -73,7 +73,7 @@ def resolved_model_cfg(model_cfg: Dict[str, Any], where: str) -> Dict[str, Any]:
 
     from ..models.config import Data2Vec2Config
 
-    defaults = OmegaConf.to_container(OmegaConf.structured(Data2Vec2Config))
+    defaults = OmegaConf.to_container(OmegaConf.structured(Data2Vec2Config), enum_to_str=True)
     modality = str(model_cfg.get("supported_modality", defaults["supported_modality"])).upper()
     if modality not in ("AUDIO", "IMAGE", "TEXT"):
         raise UnsupportedCheckpoint(f"{where}: supported_modality={modality!r} cannot be exported")
