@@ -393,7 +393,7 @@ def trained_exports(tiny_asr_checkpoints, text_pipeline_prepared, text_pipeline_
     cases["text"] = {"kind": "model", "folder": str(text_folder), "input_name": "input_ids",
                      "npz": save_case(work / "text.npz", tokens, tokens.ne(d.pad()), x, hidden, padding)}
     expected["text_depth"] = len(text_model.blocks)
-    return {"folders": {"audio": folder, "ctc": ctc_folder, "text": text_folder},
+    return {"folders": {"audio": folder, "ctc": ctc_folder, "text": text_folder}, "wavs": wavs,
             "results": run_fresh(cases, work), "expected": expected}
 
 
@@ -430,3 +430,21 @@ def test_asr_pipeline_on_wav_files_prints_exactly_what_d2v_infer_prints(trained_
     folder_has_no_pickle(trained_exports["folders"]["ctc"])
     names = {p.name for p in trained_exports["folders"]["ctc"].iterdir()}
     assert {"vocab.json", "tokenizer_config.json", "preprocessor_config.json", "processing_data2vec2.py"} <= names
+
+
+@pytest.mark.slow
+def test_asr_pipeline_without_trust_remote_code_where_d2v_plugin_is_installed(trained_exports):
+    """``import d2v_plugin.hf`` registers the processor classes too: the installed code decodes,
+    from a path and from an array, as d2v-infer does."""
+    import d2v_plugin.hf  # noqa: F401
+    from transformers import pipeline
+
+    from d2v_plugin.hf.processing_data2vec2 import Data2Vec2CTCTokenizer
+
+    asr = pipeline("automatic-speech-recognition", model=str(trained_exports["folders"]["ctc"]))
+    assert type(asr.tokenizer) is Data2Vec2CTCTokenizer
+    reference = trained_exports["expected"]["d2v_infer"]
+    for path, expected in list(zip(trained_exports["wavs"], reference))[:3]:
+        wav, rate = sf.read(path, dtype="float32")
+        assert asr(path)["text"] == expected
+        assert asr({"raw": wav, "sampling_rate": rate})["text"] == expected

@@ -180,6 +180,14 @@ def _add_auto_map(path: Path, auto_map: Dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _readable(path: Path) -> None:
+    """transformers writes the weights 0600 (a temporary file renamed); give them the
+    permissions any other file written here gets, so a shared folder is usable."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
 def export(checkpoint: str, out_dir: str) -> Path:
     """Write the transformers folder for ``checkpoint``; returns ``out_dir``."""
     from .modeling_data2vec2 import Data2Vec2Config, Data2Vec2ForCTC, Data2Vec2Model
@@ -234,6 +242,7 @@ def export(checkpoint: str, out_dir: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(out, safe_serialization=True)
+    _readable(out / "model.safetensors")
     module = MODEL_FILE[:-3]
     auto_map = {"AutoConfig": f"{module}.Data2Vec2Config", "AutoModel": f"{module}.Data2Vec2Model"}
     if is_ctc:
