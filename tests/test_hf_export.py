@@ -270,24 +270,37 @@ def _modified_audio_fixture(tmp_path: Path, edit) -> Path:
     return path
 
 
-@AUDIO.skip_if_missing
-@pytest.mark.parametrize("option, edit", [
-    ("modalities.audio.learned_alibi=True",
+REFUSED = [
+    ("modalities.audio.learned_alibi", "True",
      lambda s: s["cfg"]["model"]["modalities"]["audio"].__setitem__("learned_alibi", True)),
-    ("modalities.audio.conv_pos_pre_ln=True",
+    ("modalities.audio.conv_pos_pre_ln", "True",
      lambda s: s["cfg"]["model"]["modalities"]["audio"].__setitem__("conv_pos_pre_ln", True)),
-    ("supported_modality='SPEECH'", lambda s: s["cfg"]["model"].__setitem__("supported_modality", "SPEECH")),
-])
-def test_export_refuses_an_unsupported_option_naming_it(tmp_path, option, edit):
+    ("supported_modality", "'SPEECH'", lambda s: s["cfg"]["model"].__setitem__("supported_modality", "SPEECH")),
+]
+
+
+@AUDIO.skip_if_missing
+@pytest.mark.parametrize("option, value, edit", REFUSED, ids=[r[0] for r in REFUSED])
+def test_export_refuses_an_unsupported_option_naming_it(tmp_path, option, value, edit):
+    from d2v_plugin.hf.export import UnsupportedCheckpoint, export
+
+    with pytest.raises(UnsupportedCheckpoint) as error:
+        export(str(_modified_audio_fixture(tmp_path, edit)), str(tmp_path / "out"))
+    assert f"{option}={value}" in str(error.value)
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+@AUDIO.skip_if_missing
+@pytest.mark.slow
+def test_export_cli_reports_a_refusal_in_one_line(tmp_path):
+    option, value, edit = REFUSED[0]
     checkpoint = _modified_audio_fixture(tmp_path, edit)
     exe = Path(sys.executable).with_name("d2v-export-hf")
     proc = subprocess.run([str(exe), str(checkpoint), str(tmp_path / "out")], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 1, proc.stderr[-3000:]
-    name, value = option.split("=")
-    assert "d2v-export-hf: error:" in proc.stderr and name in proc.stderr and value in proc.stderr, proc.stderr
+    assert f"d2v-export-hf: error: {checkpoint}: {option}={value}" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 @AUDIO.skip_if_missing
@@ -448,3 +461,20 @@ def test_asr_pipeline_without_trust_remote_code_where_d2v_plugin_is_installed(tr
         wav, rate = sf.read(path, dtype="float32")
         assert asr(path)["text"] == expected
         assert asr({"raw": wav, "sampling_rate": rate})["text"] == expected
+
+
+@AUDIO.skip_if_missing
+def test_export_refuses_a_non_empty_folder_and_overwrite_replaces_an_earlier_ctc_export(tmp_path):
+    from d2v_plugin.console import UserInputError
+    from d2v_plugin.hf.export import export
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("mine")
+    (out / "vocab.json").write_text("{}")                     # left by an earlier CTC export
+    with pytest.raises(UserInputError, match="--overwrite"):
+        export(str(AUDIO.dir / "checkpoint.pt"), str(out))
+    export(str(AUDIO.dir / "checkpoint.pt"), str(out), overwrite=True)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["README.md", "config.json", "model.safetensors", "modeling_data2vec2.py"], names
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # staging removed

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -180,18 +181,32 @@ def _add_auto_map(path: Path, auto_map: Dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def _readable(path: Path) -> None:
     """transformers writes the weights 0600 (a temporary file renamed); give them the
     permissions any other file written here gets, so a shared folder is usable."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o666 & ~umask)
+    path.chmod(0o666 & ~_umask())
 
 
-def export(checkpoint: str, out_dir: str) -> Path:
-    """Write the transformers folder for ``checkpoint``; returns ``out_dir``."""
+def export(checkpoint: str, out_dir: str, overwrite: bool = False) -> Path:
+    """Write the transformers folder for ``checkpoint``; returns ``out_dir``.
+
+    The folder is built next to ``out_dir`` and moved into place when complete, so a failed
+    export leaves nothing behind. A non-empty ``out_dir`` is refused unless ``overwrite``,
+    which replaces the files an export writes (and removes those of an earlier CTC export)
+    and leaves any other file alone.
+    """
     from .modeling_data2vec2 import Data2Vec2Config, Data2Vec2ForCTC, Data2Vec2Model
 
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise console.UserInputError(f"{out} exists and is not an empty folder: choose another one "
+                                     f"or pass --overwrite")
     state = read_checkpoint(checkpoint)
     cfg = _container(state.get("cfg")) or {}
     model_cfg = cfg.get("model") or {}
@@ -238,22 +253,46 @@ def export(checkpoint: str, out_dir: str) -> Path:
     _load_strictly(model, weights, checkpoint)
     model.eval()
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.config.architectures = [type(model).__name__]
-    model.save_pretrained(out, safe_serialization=True)
-    _readable(out / "model.safetensors")
-    module = MODEL_FILE[:-3]
-    auto_map = {"AutoConfig": f"{module}.Data2Vec2Config", "AutoModel": f"{module}.Data2Vec2Model"}
-    if is_ctc:
-        auto_map["AutoModelForCTC"] = f"{module}.Data2Vec2ForCTC"
-    _add_auto_map(out / "config.json", auto_map)
-    shutil.copyfile(HERE / MODEL_FILE, out / MODEL_FILE)
-    if is_ctc:
-        task_cfg = cfg.get("task") or {}
-        write_processor(out, state, normalize=bool(task_cfg.get("normalize", True)),
-                        sample_rate=int(task_cfg.get("sample_rate", 16000)), where=checkpoint)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.config.architectures = [type(model).__name__]
+        model.save_pretrained(staging, safe_serialization=True)
+        _readable(staging / "model.safetensors")
+        module = MODEL_FILE[:-3]
+        auto_map = {"AutoConfig": f"{module}.Data2Vec2Config", "AutoModel": f"{module}.Data2Vec2Model"}
+        if is_ctc:
+            auto_map["AutoModelForCTC"] = f"{module}.Data2Vec2ForCTC"
+        _add_auto_map(staging / "config.json", auto_map)
+        shutil.copyfile(HERE / MODEL_FILE, staging / MODEL_FILE)
+        if is_ctc:
+            task_cfg = cfg.get("task") or {}
+            write_processor(staging, state, normalize=bool(task_cfg.get("normalize", True)),
+                            sample_rate=int(task_cfg.get("sample_rate", 16000)), where=checkpoint)
+        _publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+# every name an export may write (an overwrite removes them all first: no stale tokenizer
+# next to a pretrained model)
+EXPORT_FILES = ("config.json", "model.safetensors", MODEL_FILE, PROCESSING_FILE, "vocab.json",
+                "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                "preprocessor_config.json")
+
+
+def _publish(staging: Path, out: Path) -> None:
+    os.chmod(staging, 0o777 & ~_umask())
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    if not out.is_dir():
+        raise console.UserInputError(f"{out} is a file, not a folder")
+    for name in EXPORT_FILES:
+        (out / name).unlink(missing_ok=True)
+    for path in staging.iterdir():
+        os.replace(path, out / path.name)
 
 
 def write_processor(out: Path, state: Dict[str, Any], normalize: bool, sample_rate: int, where: str) -> None:
@@ -299,7 +338,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="d2v-export-hf", description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("checkpoint", help="data2vec_multi (pretrained) or wav2vec_ctc (fine-tuned) checkpoint")
-    p.add_argument("out_dir", help="folder to write (created; existing files of the same name are replaced)")
+    p.add_argument("out_dir", help="folder to write (created; must be empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export in out_dir (other files there are kept)")
     p.add_argument("--log-level", default="INFO", help="logging level of the command")
     return p
 
@@ -307,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     args = build_parser().parse_args(argv)
     print(f"exporting {args.checkpoint} ...", flush=True)
-    out = export(args.checkpoint, args.out_dir)
+    out = export(args.checkpoint, args.out_dir, overwrite=args.overwrite)
     files = sorted(p.name for p in out.iterdir() if p.is_file())
     print(f"wrote {out}: {', '.join(files)}")
     return out
