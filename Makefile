@@ -13,12 +13,12 @@ CORPUS := data/speech_corpus
 $(STAMP): setup.py
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lm]'
+	$(PY) -m pip install --quiet -e '.[test,lm,hf]'
 	touch $@
 
 system-deps:
-	@command -v espeak-ng >/dev/null && command -v sox >/dev/null || \
-	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng sox)
+	@command -v espeak-ng >/dev/null && command -v sox >/dev/null && command -v ffmpeg >/dev/null || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng sox ffmpeg)
 
 install: $(STAMP) system-deps
 

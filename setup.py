@@ -29,7 +29,10 @@ setup(
     ],
     extras_require={"test": ["pytest>=7"],
                     # lexicon + n-gram LM beam search for d2v-infer --lm (KenLM built in)
-                    "lm": ["flashlight-text>=0.0.7"]},
+                    "lm": ["flashlight-text>=0.0.7"],
+                    # d2v-export-hf and the exported models (tested with transformers 5.25.0,
+                    # safetensors 0.8.0; neither pulls another torch)
+                    "hf": ["transformers>=5.25,<6", "safetensors>=0.8,<1"]},
     entry_points={"console_scripts": [
         "d2v-infer=d2v_plugin.asr.infer:cli",
         "d2v-manifest=d2v_plugin.asr.prepare_manifest:cli",
@@ -40,5 +43,6 @@ setup(
         "d2v-text-classification-prep=d2v_plugin.text.classification_prep:cli",
         "d2v-image-probe=d2v_plugin.vision.probe:cli",
         "d2v-text-probe=d2v_plugin.text.probe:cli",
+        "d2v-export-hf=d2v_plugin.hf.export:cli",
     ]},
 )

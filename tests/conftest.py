@@ -39,3 +39,32 @@ def text_pipeline_trained(text_pipeline_prepared):
     from text_pipeline import pretrain
 
     return pretrain(text_pipeline_prepared)
+
+
+@pytest.fixture(scope="session")
+def tiny_asr_checkpoints(speech_corpus, tmp_path_factory):
+    """{"pretrained", "finetuned", "deleted_w2v"}: tiny_audio pretrained 30 updates, then CTC
+    fine-tuned 30 updates (fairseq's wav2vec_ctc, config/finetuning/tiny.yaml) from a copy of
+    it that is then DELETED (``deleted_w2v``), so users of the fine-tuned checkpoint also show
+    it stands alone. Shared by test_asr_tools.py and test_hf_export.py."""
+    import shutil
+
+    from cli_utils import run_hydra_train
+
+    run_dir = tmp_path_factory.mktemp("asr_ckpts")
+    run_hydra_train("pretraining", "tiny_audio", [
+        f"task.data={speech_corpus}", f"checkpoint.save_dir={run_dir / 'pre'}",
+        "optimization.max_update=30", "dataset.disable_validation=true", "dataset.max_tokens=96000",
+        "checkpoint.save_interval_updates=1000",
+        "lr_scheduler.warmup_updates=10"], cwd=run_dir)  # cosine needs max_update > warmup
+    pretrained = run_dir / "pre" / "checkpoint_last.pt"
+    w2v = run_dir / "w2v" / "pretrained_copy.pt"
+    w2v.parent.mkdir()
+    shutil.copy(pretrained, w2v)
+    run_hydra_train("finetuning", "tiny", [
+        f"task.data={speech_corpus}", f"model.w2v_path={w2v}", f"checkpoint.save_dir={run_dir / 'ft'}",
+        "optimization.max_update=30", "dataset.disable_validation=true", "dataset.max_tokens=120000",
+        "common.log_interval=10"], cwd=run_dir)
+    w2v.unlink()   # the fine-tuned checkpoint must not need it
+    return {"pretrained": pretrained, "finetuned": run_dir / "ft" / "checkpoint_last.pt",
+            "deleted_w2v": w2v}

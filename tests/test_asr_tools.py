@@ -6,7 +6,6 @@ every decoding test below therefore also shows the fine-tuned checkpoint stands 
 """
 import itertools
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,37 +16,21 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from cli_utils import REPO, run_hydra_train
+from cli_utils import REPO
 from d2v_plugin.asr import extract_features, infer, ngram
 from d2v_plugin.asr.wer import cer, wer
 from d2v_plugin.masking import feature_lengths, parse_conv_spec
 
 pytestmark = pytest.mark.slow
 
-PRETRAIN_UPDATES = 30
-FINETUNE_UPDATES = 30
 TINY_SPEC = "[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64,2,2)] + [(64,2,2)]"
 
 
 @pytest.fixture(scope="module")
-def ckpts(speech_corpus, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("asr_ckpts")
-    run_hydra_train("pretraining", "tiny_audio", [
-        f"task.data={speech_corpus}", f"checkpoint.save_dir={run_dir / 'pre'}",
-        f"optimization.max_update={PRETRAIN_UPDATES}", "dataset.disable_validation=true",
-        "dataset.max_tokens=96000", "checkpoint.save_interval_updates=1000",
-        "lr_scheduler.warmup_updates=10"], cwd=run_dir)  # cosine needs max_update > warmup
-    pretrained = run_dir / "pre" / "checkpoint_last.pt"
-    w2v = run_dir / "w2v" / "pretrained_copy.pt"
-    w2v.parent.mkdir()
-    shutil.copy(pretrained, w2v)
-    run_hydra_train("finetuning", "tiny", [
-        f"task.data={speech_corpus}", f"model.w2v_path={w2v}", f"checkpoint.save_dir={run_dir / 'ft'}",
-        f"optimization.max_update={FINETUNE_UPDATES}", "dataset.disable_validation=true",
-        "dataset.max_tokens=120000", "common.log_interval=10"], cwd=run_dir)
-    w2v.unlink()   # the fine-tuned checkpoint must not need it
-    return {"pretrained": pretrained, "finetuned": run_dir / "ft" / "checkpoint_last.pt",
-            "deleted_w2v": w2v}
+def ckpts(tiny_asr_checkpoints):
+    """Pretrained (30 updates) and fine-tuned (30 updates) checkpoints, the pretrained copy the
+    fine-tuning read deleted (the session fixture in conftest.py, shared with test_hf_export.py)."""
+    return tiny_asr_checkpoints
 
 
 def lines(path) -> list:
