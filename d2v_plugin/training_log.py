@@ -1,0 +1,84 @@
+"""Training statistics from fairseq console logs (``common.log_format=json`` or ``simple``).
+
+fairseq prints one line per ``log_interval`` updates under the logger ``train_inner``, one per
+validation under ``valid`` (keys prefixed ``valid_``) and its resolved config once at the start.
+``read_log`` returns those rows as floats; the tqdm format (an interactive progress bar) writes
+no such lines, so a log without rows is an error that says which formats work.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .console import UserInputError
+
+# `[2026-12-04 05:00:00,000][train_inner][INFO] - {...}` (hydra) or `... | INFO | train_inner | {...}`
+_TAG = re.compile(r"(?:\[|\| )(train_inner|train|valid\w*)(?:\]|\s\|)")
+_SIMPLE_PAIR = re.compile(r"(\w+)=([^,\s]+)")
+_CONFIG_VALUE = r"'{}': ([-+0-9.eE]+)"
+
+
+@dataclass
+class TrainingLog:
+    """Rows of one log: ``train`` (train_inner) and ``valid``, each a list of {stat: float}."""
+
+    path: Path
+    train: List[Dict[str, float]] = field(default_factory=list)
+    valid: List[Dict[str, float]] = field(default_factory=list)
+    config: Dict[str, float] = field(default_factory=dict)   # numeric model settings found in the log
+
+
+def _floats(stats: Dict) -> Dict[str, float]:
+    out = {}
+    for key, value in stats.items():
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _parse_stats(message: str) -> Optional[Dict[str, float]]:
+    start = message.find("{")
+    if start >= 0:
+        try:
+            return _floats(json.loads(message[start:]))
+        except json.JSONDecodeError:
+            return None
+    if "=" in message:                     # simple format: `epoch 001:  10 / 50 loss=3.2, ...`
+        return _floats(dict(_SIMPLE_PAIR.findall(message))) or None
+    return None
+
+
+def read_log(path, config_keys=("min_target_var", "min_pred_var", "collapse_check_after")) -> TrainingLog:
+    """Parse one fairseq log file; UserInputError if it holds no training rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"log not found: {path}")
+    log = TrainingLog(path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not log.config and "'min_target_var'" in line:   # fairseq's config dump
+                for key in config_keys:
+                    m = re.search(_CONFIG_VALUE.format(key), line)
+                    if m:
+                        log.config[key] = ast.literal_eval(m.group(1))
+            tag = _TAG.search(line)
+            if not tag:
+                continue
+            stats = _parse_stats(line[tag.end():])
+            if not stats:
+                continue
+            if tag.group(1) == "train_inner" and "num_updates" in stats:
+                log.train.append(stats)
+            elif tag.group(1).startswith("valid") and "num_updates" in stats:
+                log.valid.append(stats)
+    if not log.train:
+        raise UserInputError(
+            f"{path}: no training statistics found (fairseq `train_inner` lines). Train with "
+            f"common.log_format=json (or simple); the tqdm progress bar writes none")
+    return log
