@@ -66,6 +66,7 @@ setup(
         "d2v-config-dir=d2v_plugin.resources:config_dir_cli",
         "d2v-plot=d2v_plugin.plot:cli",
         "d2v-infer=d2v_plugin.asr.infer:cli",
+        "d2v-transcribe=d2v_plugin.asr.transcribe:cli",
         "d2v-manifest=d2v_plugin.asr.prepare_manifest:cli",
         "d2v-labels=d2v_plugin.asr.prepare_labels:cli",
         "d2v-features=d2v_plugin.asr.extract_features:cli",
