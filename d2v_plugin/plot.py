@@ -9,7 +9,8 @@ Five panels against the update count, one line per log: ``loss`` (validation los
 markers where the log has validation lines), ``target_var`` and ``pred_var`` with the
 collapse thresholds drawn (training stops below ``model.min_target_var`` /
 ``model.min_pred_var`` once ``model.collapse_check_after`` updates have passed), the teacher's
-EMA ``ema_decay`` (fairseq logs it x1000; plotted as the decay) and the learning rate ``lr``.
+EMA ``ema_decay`` (plotted as the decay; logs of the reference implementation, which logs it
+x1000, are scaled back) and the learning rate ``lr``.
 Thresholds come from the config fairseq prints at the start of the log, else the model's
 defaults; ``--min-target-var`` / ``--min-pred-var`` override both. Reads the ``json`` and
 ``simple`` log formats (not tqdm). Needs matplotlib: ``pip install 'd2v_plugin[plot]'``.
@@ -48,7 +49,7 @@ def thresholds_for(log: TrainingLog, overrides: Dict[str, Optional[float]]) -> D
 
 def _series(rows: List[Dict[str, float]], key: str):
     points = [(r["num_updates"], r[key]) for r in rows if key in r]
-    if key == "ema_decay":   # the criterion logs decay * 1000 (fairseq rounds logged values)
+    if key == "ema_decay":   # the reference implementation logs decay * 1000; ours the decay
         points = [(u, v / 1000.0 if v > 1.0 else v) for u, v in points]
     return [p[0] for p in points], [p[1] for p in points]
 
@@ -69,9 +70,10 @@ def make_figure(logs: Sequence[TrainingLog], thresholds: Sequence[Dict[str, floa
                 continue
             line, = ax.plot(x, y, label=label, linewidth=1)
             if key == "loss":
-                vx, vy = _series(log.valid, "valid_loss")
-                if vx:
-                    ax.plot(vx, vy, "o", color=line.get_color(), label=f"{label} (valid)")
+                for subset, rows in log.valid.items():
+                    vx, vy = _series(rows, "loss")
+                    if vx:
+                        ax.plot(vx, vy, "o", color=line.get_color(), label=f"{label} ({subset})")
     for ax, key in zip(axes, PANELS):
         ax.set_ylabel(key)
         ax.grid(True, alpha=0.3)
@@ -85,6 +87,8 @@ def make_figure(logs: Sequence[TrainingLog], thresholds: Sequence[Dict[str, floa
                                label=f"guard armed after {after:g} updates")
         if key == "lr":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        if key == "ema_decay":
+            ax.ticklabel_format(axis="y", useOffset=False)   # 0.99901, not 1e-6 + 9.99e-1
         if ax.has_data():
             ax.legend(fontsize="small", loc="best")
     axes[-1].set_xlabel("update")
@@ -119,7 +123,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     for log in logs:
         last = log.train[-1]
         print(f"{log.path}: {len(log.train)} training rows up to update {last['num_updates']:g}, "
-              f"{len(log.valid)} validation rows")
+              f"validation rows: {', '.join(f'{k} {len(v)}' for k, v in log.valid.items()) or 'none'}")
     out = plot_logs(logs, Path(args.output), limits)
     print(f"wrote {out}")
     return out

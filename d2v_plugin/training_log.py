@@ -1,7 +1,8 @@
 """Training statistics from fairseq console logs (``common.log_format=json`` or ``simple``).
 
 fairseq prints one line per ``log_interval`` updates under the logger ``train_inner``, one per
-validation under ``valid`` (keys prefixed ``valid_``) and its resolved config once at the start.
+validation under the subset's name (``valid``, ``dev_other``; keys prefixed with it) and its
+resolved config once at the start.
 ``read_log`` returns those rows as floats; the tqdm format (an interactive progress bar) writes
 no such lines, so a log without rows is an error that says which formats work.
 """
@@ -17,8 +18,9 @@ from typing import Dict, List, Optional
 from .console import UserInputError
 
 # `[2026-12-04 05:00:00,000][train_inner][INFO] - {...}` (hydra) or `... | INFO | train_inner | {...}`
-_TAG = re.compile(r"(?:\[|\| )(train_inner|train|valid\w*)(?:\]|\s\|)")
-_SIMPLE_PAIR = re.compile(r"(\w+)=([^,\s]+)")
+_TAG = re.compile(r"\]\[([\w.]+)\]\[[A-Z]+\] - |\| [A-Z]+ \| ([\w.]+) \| ")
+_SIMPLE_PAIR = re.compile(r"(\w+)=([^,\s]+)")              # train_inner: `loss=3.2, lr=0.0005`
+_SIMPLE_PIPE = re.compile(r"\| (\w+) ([-+0-9.eE]+|inf|nan)(?= \||$)")  # valid: `| loss 3.2 | ...`
 _CONFIG_VALUE = r"'{}': ([-+0-9.eE]+)"
 
 
@@ -28,7 +30,7 @@ class TrainingLog:
 
     path: Path
     train: List[Dict[str, float]] = field(default_factory=list)
-    valid: List[Dict[str, float]] = field(default_factory=list)
+    valid: Dict[str, List[Dict[str, float]]] = field(default_factory=dict)  # subset -> rows, keys unprefixed
     config: Dict[str, float] = field(default_factory=dict)   # numeric model settings found in the log
 
 
@@ -49,7 +51,9 @@ def _parse_stats(message: str) -> Optional[Dict[str, float]]:
             return _floats(json.loads(message[start:]))
         except json.JSONDecodeError:
             return None
-    if "=" in message:                     # simple format: `epoch 001:  10 / 50 loss=3.2, ...`
+    if " valid on " in message:            # simple format, validation: `... | loss 3.2 | ...`
+        return _floats(dict(_SIMPLE_PIPE.findall(message.rstrip()))) or None
+    if "=" in message:                     # simple format, training: `epoch 001:  10 / 50 loss=3.2, ...`
         return _floats(dict(_SIMPLE_PAIR.findall(message))) or None
     return None
 
@@ -67,16 +71,20 @@ def read_log(path, config_keys=("min_target_var", "min_pred_var", "collapse_chec
                     m = re.search(_CONFIG_VALUE.format(key), line)
                     if m:
                         log.config[key] = ast.literal_eval(m.group(1))
-            tag = _TAG.search(line)
-            if not tag:
+            match = _TAG.search(line)
+            if not match:
                 continue
-            stats = _parse_stats(line[tag.end():])
+            tag = match.group(1) or match.group(2)
+            stats = _parse_stats(line[match.end():])
             if not stats:
                 continue
-            if tag.group(1) == "train_inner" and "num_updates" in stats:
+            if tag == "train_inner" and "num_updates" in stats:
                 log.train.append(stats)
-            elif tag.group(1).startswith("valid") and "num_updates" in stats:
-                log.valid.append(stats)
+            elif f"{tag}_num_updates" in stats:           # json: keys prefixed with the subset
+                log.valid.setdefault(tag, []).append(
+                    {k[len(tag) + 1:]: v for k, v in stats.items() if k.startswith(f"{tag}_")})
+            elif tag != "train" and "num_updates" in stats and "wall" not in stats:  # simple format
+                log.valid.setdefault(tag, []).append(stats)
     if not log.train:
         raise UserInputError(
             f"{path}: no training statistics found (fairseq `train_inner` lines). Train with "
