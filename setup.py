@@ -43,9 +43,10 @@ setup(
         # instead, see docs/tools.md ("Your own fairseq").
         "ve-fairseq==0.12.3",
         # fairseq imports hydra.experimental.compose, removed in hydra-core 1.4; without the cap
-        # hydra-submitit-launcher's `>=1.1.0.dev7` lets pip pick the 1.4 release candidate.
+        # hydra-submitit-launcher's `>=1.1.0.dev7` lets pip pick the 1.4.0rc3 pre-release (and
+        # omegaconf 2.4.1rc1) on a fresh install, and fairseq-hydra-train fails at import.
         "hydra-core>=1.3.2,<1.4",
-        "omegaconf>=2.1",
+        "omegaconf>=2.1,<2.4",
         "soundfile>=0.12",
         "sentencepiece>=0.1.99",
         "numpy>=1.24",

@@ -42,7 +42,8 @@ def test_pretraining_config_composes_and_builds_the_model(path, tmp_path):
     assert (cfg.model.clone_batch == 1) == cfg.model.get("encode_masked", False)  # 1.0 recipe: one encoded view
 
 
-# DESIGN.md section 4: updates, learning rate, layerdrop per reference split.
+# The reference fine-tuning budgets (docs/speech.md, "ASR fine-tuning and decoding"): updates,
+# learning rate, layerdrop per reference split.
 FINETUNING = {"base_10m": (13000, 5e-5, 0.05), "base_1h": (13000, 5e-5, 0.05), "base_10h": (20000, 5e-5, 0.05),
               "base_100h": (80000, 3e-5, 0.05), "base_960h": (320000, 3e-5, 0.1)}
 
