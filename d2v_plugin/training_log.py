@@ -80,10 +80,12 @@ def read_log(path, config_keys=("min_target_var", "min_pred_var", "collapse_chec
                 continue
             if tag == "train_inner" and "num_updates" in stats:
                 log.train.append(stats)
+            elif tag == "train":                          # the epoch summary: not a curve point
+                continue
             elif f"{tag}_num_updates" in stats:           # json: keys prefixed with the subset
                 log.valid.setdefault(tag, []).append(
                     {k[len(tag) + 1:]: v for k, v in stats.items() if k.startswith(f"{tag}_")})
-            elif tag != "train" and "num_updates" in stats and "wall" not in stats:  # simple format
+            elif "num_updates" in stats:                  # simple format: keys unprefixed
                 log.valid.setdefault(tag, []).append(stats)
     if not log.train:
         raise UserInputError(

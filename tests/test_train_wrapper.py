@@ -56,9 +56,10 @@ def test_on_a_terminal_fairseq_shows_its_progress_bar(speech_corpus, tmp_path):
     cmd = " ".join([str(Path(sys.executable).with_name("d2v-train")), "pretraining/tiny_audio",
                     f"task.data={speech_corpus}", f"checkpoint.save_dir={tmp_path / 'ckpt'}",
                     "optimization.max_update=2", "dataset.disable_validation=true", "dataset.num_workers=0"])
-    proc = subprocess.run(["script", "-qec", cmd, str(tmp_path / "typescript")], cwd=tmp_path,
+    # a pseudo-terminal of 0 columns (no parent terminal) would make tqdm print an empty bar
+    proc = subprocess.run(["script", "-qec", f"stty cols 120 rows 40; {cmd}", str(tmp_path / "typescript")], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "it/s]" in proc.stdout or "s/it]" in proc.stdout, proc.stdout[-3000:]   # tqdm's rate
     assert "[train_inner]" not in proc.stdout       # no simple/json interval lines on a terminal
