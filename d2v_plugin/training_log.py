@@ -85,7 +85,7 @@ def read_log(path, config_keys=("min_target_var", "min_pred_var", "collapse_chec
             elif f"{tag}_num_updates" in stats:           # json: keys prefixed with the subset
                 log.valid.setdefault(tag, []).append(
                     {k[len(tag) + 1:]: v for k, v in stats.items() if k.startswith(f"{tag}_")})
-            elif "num_updates" in stats:                  # simple format: keys unprefixed
+            elif " valid on " in line and "num_updates" in stats:   # simple format: unprefixed
                 log.valid.setdefault(tag, []).append(stats)
     if not log.train:
         raise UserInputError(
