@@ -42,9 +42,9 @@ setup(
         # wheels (fairseq==0.12.2 does not install on 3.11). To use your own fairseq checkout
         # instead, see docs/tools.md ("Your own fairseq").
         "ve-fairseq==0.12.3",
-        # fairseq imports hydra.experimental.compose, removed in hydra-core 1.4; without the cap
-        # hydra-submitit-launcher's `>=1.1.0.dev7` lets pip pick the 1.4.0rc3 pre-release (and
-        # omegaconf 2.4.1rc1) on a fresh install, and fairseq-hydra-train fails at import.
+        # fairseq imports hydra.experimental.compose, gone in hydra-core 1.4; hydra-submitit-launcher
+        # asks for "hydra-core>=1.1.0.dev7", which lets pip pick the 1.4.0rc3 pre-release (and
+        # omegaconf 2.4.1rc1) on a fresh install: fairseq-hydra-train then fails at import.
         "hydra-core>=1.3.2,<1.4",
         "omegaconf>=2.1,<2.4",
         "soundfile>=0.12",
