@@ -64,6 +64,11 @@ def load_ctc_model(checkpoint: str, data: str, cpu: bool = False) -> CtcModel:
     return CtcModel(model, cfg, task, use_cuda)
 
 
+def decoder_name(lm: Optional[str]) -> str:
+    """How hypotheses are decoded, as reported in scores and transcripts."""
+    return "lexicon+lm beam" if lm else "greedy"
+
+
 class HypothesisDecoder:
     """(B, T, V) log-probabilities + frame padding -> [(units, words)] per utterance."""
 
@@ -83,7 +88,7 @@ class HypothesisDecoder:
 
     @property
     def name(self) -> str:
-        return "lexicon+lm beam" if self.lm_decoder else "greedy"
+        return decoder_name("lm" if self.lm_decoder else None)
 
     def __call__(self, emissions: torch.Tensor, padding: Optional[torch.Tensor]) -> List[Tuple[str, str]]:
         if self.lm_decoder is None:

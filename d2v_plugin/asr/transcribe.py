@@ -2,7 +2,7 @@
 
 Examples::
 
-    d2v-transcribe checkpoints/ft/checkpoint_best.pt a.wav b.flac          # PATH<TAB>TEXT lines
+    d2v-transcribe checkpoints/ft/checkpoint_best.pt a.wav b.flac          # PATH<TAB>WORDS lines
     d2v-transcribe ckpt.pt --manifest manifests/dev_other.tsv --format json --output dev_other.json
     d2v-transcribe ckpt.pt a.wav --lm lm/lm.arpa --lexicon lm/lexicon.txt  # with the n-gram LM
 
@@ -30,7 +30,7 @@ from typing import List, Optional, Sequence
 
 from .. import console
 from .decode import (HypothesisDecoder, add_decoding_arguments, beam_options_from, decode_manifest,
-                     load_audio_split, load_ctc_model, manifest_path, manifest_size)
+                     decoder_name, load_audio_split, load_ctc_model, manifest_path, manifest_size)
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Transcript]:
     transcripts = transcribe(args.checkpoint, args.audio, args.manifest, args.max_tokens, args.batch_size,
                              args.cpu, args.lm, args.lexicon, beam_options_from(args))
     if args.format == "json":
-        decoder = "lexicon+lm beam" if args.lm else "greedy"
-        text = json.dumps({"checkpoint": os.path.abspath(args.checkpoint), "decoder": decoder,
+        text = json.dumps({"checkpoint": os.path.abspath(args.checkpoint), "decoder": decoder_name(args.lm),
                            "utterances": [vars(t) for t in transcripts]}, indent=1) + "\n"
     else:
         text = "".join(f"{t.audio}\t{t.words}\n" for t in transcripts)
