@@ -9,11 +9,12 @@ CORPUS := data/speech_corpus
 
 .PHONY: install system-deps corpus demo test test-fast bench clean
 
-# Re-installs only when setup.py changes (the venv is reused, so re-running is cheap).
-$(STAMP): setup.py
+# Re-installs only when setup.py or constraints.txt changes (the venv is reused, so re-running
+# is cheap). setup.py states version ranges; constraints.txt pins what the suite is tested with.
+$(STAMP): setup.py constraints.txt
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lm,hf]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,lm,hf,plot]'
 	touch $@
 
 system-deps:

@@ -3,7 +3,7 @@ data2vec 2.0 checkpoint and (b) from random initialisation, with the same recipe
 report valid and test accuracy of each run's best checkpoint (chosen by valid accuracy, as
 fairseq's ``checkpoint_best.pt``).
 
-    python examples/classification_benefit.py text --corpus data/text/corpus \\
+    python examples/classification_benefit.py text --data data/text/corpus \\
         --data-bin data/text/data-bin --work-dir runs/text_benefit --pretrain-updates 3000
     python examples/classification_benefit.py image --data data/digits_corpus \\
         --work-dir runs/image_benefit --pretrain-updates 600
@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 
 from _hydra_run import REPO, hydra
+
+from d2v_plugin import probe_options
 
 INITS = {"pretrained": [], "random init": ["model.no_pretrained_weights=true"]}
 
@@ -84,7 +86,7 @@ def prepare_text(args, work: Path):
     from d2v_plugin.text.classification_prep import prepare_classification
 
     data = work / "topic-bin"
-    prep = prepare_classification(str(args.corpus), str(args.data_bin), str(data),
+    prep = prepare_classification(str(args.data), str(args.data_bin), str(data),
                                   train_per_class=args.train_per_class)
     return data, prep["classes"], [f"task.data={args.data_bin.resolve()}"], \
         [f"task.data={data}", f"task.num_classes={prep['num_classes']}"]
@@ -102,21 +104,26 @@ def prepare_image(args, work: Path):
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     modality = parser.add_subparsers(dest="modality", required=True)
-    text = modality.add_parser("text", help="sentence classification (sentence_prediction)")
-    text.add_argument("--corpus", type=Path, default=REPO / "data" / "text" / "corpus",
+    text = modality.add_parser("text", help="sentence classification (sentence_prediction)",
+                               formatter_class=probe_options.HelpFormatter)
+    text.add_argument("--data", type=Path, default=REPO / "data" / "text" / "corpus",
                       help="examples/make_text_corpus.py's folder ({split}.txt, .label, classes.txt)")
+    probe_options.add_deprecated(text, "--corpus", "--data", "data", type=Path)  # the probes' vocabulary
     text.add_argument("--data-bin", type=Path, default=REPO / "data" / "text" / "data-bin",
                       help="d2v-text-prep's data-bin of the same corpus (pretraining data)")
     text.add_argument("--train-per-class", type=int,
                       help="fine-tune on a seeded sample of this many training sentences per class")
-    image = modality.add_parser("image", help="image classification (data2vec_image_classification)")
+    image = modality.add_parser("image", help="image classification (data2vec_image_classification)",
+                                formatter_class=probe_options.HelpFormatter)
     image.add_argument("--data", type=Path, default=REPO / "data" / "digits_corpus",
                        help="image folders <data>/<split>/<class>/ (examples/make_image_corpus.py)")
     for sub in (text, image):
         sub.add_argument("--work-dir", type=Path, help="default: runs/<modality>_benefit")
         sub.add_argument("--pretrained", type=Path, help="use this checkpoint instead of pretraining one")
-        sub.add_argument("--pretrain-updates", type=int, default=3000 if sub is text else 600)
-        sub.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+        sub.add_argument("--pretrain-updates", type=int, default=3000 if sub is text else 600,
+                         help="updates of the tiny pretraining (without --pretrained)")
+        sub.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
+                         help="fine-tuning seeds, each run from both inits (mean, min and max reported)")
         sub.add_argument("--finetune-override", action="append", default=[],
                          help="extra hydra override for both fine-tunings (repeatable)")
         sub.add_argument("--inits", nargs="+", choices=sorted(INITS), default=list(INITS),

@@ -2,9 +2,10 @@
 
 Each of those tests compares our ``data2vec_multi`` with arrays recorded by the reference
 data2vec 2.0 code in one fixture folder (``upstream_d2v2_audio``, ``_image``, ``_text``).
-What is the same for all of them lives here: where the folder is (``$D2V_FIXTURES``, either
-the fixtures root or the folder itself, else ``<repo>/../shared/fixtures/<name>``), the skip
-marker when a required file is missing, loading the recorded arrays and scalars, the
+What is the same for all of them lives here: where the folder is (``tests/fixtures/<name>``
+in the repository; ``$D2V_FIXTURES``, either a fixtures root or the folder itself, overrides
+it), a collection error naming the missing files (a clone always has them, so a missing one is
+a broken checkout, never a reason to skip), loading the recorded arrays and scalars, the
 max-abs-diff comparison (printed, so ``pytest -s`` shows how close each array is), the
 recorded state-dict layout and our state dict flattened the same way. The tests themselves
 keep their tolerances and assertions.
@@ -17,26 +18,36 @@ from pathlib import Path
 from typing import Collection, Dict, Sequence
 
 import numpy as np
-import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+FIXTURES_ROOT = REPO / "tests" / "fixtures"   # the recorded reference outputs, part of the repository
 
 
 def fixture_dir(name: str) -> Path:
-    """``$D2V_FIXTURES/<name>`` or ``$D2V_FIXTURES`` itself, else ``<repo>/../shared/fixtures/<name>``."""
+    """``$D2V_FIXTURES/<name>`` or ``$D2V_FIXTURES`` itself if set, else ``tests/fixtures/<name>``."""
     env = os.environ.get("D2V_FIXTURES")
     if env:
         root = Path(env)
         return root / name if (root / name).is_dir() else root
-    return REPO.parent / "shared" / "fixtures" / name
+    return FIXTURES_ROOT / name
+
+
+def require_files(folder: Path, required: Sequence[str], what: str) -> None:
+    """Raise (at collection) if ``folder`` lacks one of ``required``: the tests never skip."""
+    missing = [f for f in required if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{what} incomplete at {folder}: missing {', '.join(missing)} (tests/fixtures is part "
+            f"of the repository; if D2V_FIXTURES is set, it must point to a complete copy)")
 
 
 class ReferenceFixture:
     """One reference fixture folder: its arrays, scalars and state-dict layout.
 
-    ``modality`` only names the fixture in the skip reason; ``label`` is the prefix of the
-    printed max abs diff; ``atol`` is the default tolerance of :meth:`assert_matches`.
+    ``modality`` only names the fixture in the error about missing files; ``label`` is the
+    prefix of the printed max abs diff; ``atol`` is the default tolerance of
+    :meth:`assert_matches`.
     """
 
     def __init__(self, name: str, required: Sequence[str], modality: str, label: str,
@@ -45,12 +56,7 @@ class ReferenceFixture:
         self.dir = fixture_dir(name)
         self.label = label
         self.atol = atol
-        self.missing = [f for f in required if not (self.dir / f).is_file()]
-        self.skip_if_missing = pytest.mark.skipif(
-            bool(self.missing),
-            reason=f"reference data2vec 2.0 {modality} fixture not found at {self.dir} (missing "
-                   f"{', '.join(self.missing)}); set D2V_FIXTURES to the fixtures folder",
-        )
+        require_files(self.dir, required, f"reference data2vec 2.0 {modality} fixture")
 
     def array(self, name: str) -> np.ndarray:
         return np.load(self.dir / f"{name}.npy")

@@ -210,3 +210,18 @@ def test_check_reports_label_manifest_count_mismatch_and_unknown_symbols(manifes
     assert "Q" not in Path(result.dict_path).read_text().split()
     with pytest.raises(LabelError, match=r"symbol 'Q' in .*train\.ltr for utt6\.wav .* is not in the dictionary"):
         prepare_labels.check_labels(str(manifest))
+
+
+def test_manifest_name_writes_one_named_split_of_every_file(audio_dir, tmp_path):
+    """--name dev_other: the LibriSpeech dev-other folder becomes dev_other.tsv (what the base
+    fine-tuning configs validate on), with the same lines as an unsplit train.tsv."""
+    whole = prepare_manifest.main([str(audio_dir), "--dest", str(tmp_path / "a"), "--valid-percent", "0"])
+    named = prepare_manifest.main([str(audio_dir), "--dest", str(tmp_path / "b"), "--name", "dev_other"])
+    assert list(named.paths) == ["dev_other"] and sorted(p.name for p in (tmp_path / "b").iterdir()) == ["dev_other.tsv"]
+    assert (tmp_path / "b" / "dev_other.tsv").read_text() == Path(whole.paths["train"]).read_text()
+    assert named.counts == {"dev_other": whole.counts["train"]}
+    with pytest.raises(ManifestBuildError, match="leave --valid-percent out"):
+        prepare_manifest.main([str(audio_dir), "--dest", str(tmp_path / "c"), "--name", "dev_other",
+                               "--valid-percent", "0.1"])
+    with pytest.raises(ManifestBuildError, match="split name"):
+        prepare_manifest.main([str(audio_dir), "--dest", str(tmp_path / "c"), "--name", "dev_other.tsv"])

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from cli_utils import REPO
-from d2v_plugin.asr import extract_features, infer, ngram
+from d2v_plugin.asr import extract_features, infer, ngram, transcribe
 from d2v_plugin.asr.wer import cer, wer
 from d2v_plugin.masking import feature_lengths, parse_conv_spec
 
@@ -134,6 +134,55 @@ def test_padded_batches_keep_manifest_order(decoded, ckpts, speech_corpus, tmp_p
     assert lines(tmp_path / "hypo.units-test.txt")[longest] == alone
 
 
+def test_transcribe_wav_files_equals_d2v_infer_greedy_output(decoded, ckpts, speech_corpus, tmp_path):
+    """d2v-transcribe (the console script, another folder, no references anywhere) on WAV
+    files given in a different order than the manifest: each transcript is d2v-infer's greedy
+    hypothesis for that file (both --batch-size 1), in the order given."""
+    _, out = decoded
+    root, rows = manifest(speech_corpus, "test")
+    hyp_words, hyp_units = lines(out / "hypo.word-test.txt"), lines(out / "hypo.units-test.txt")
+    picked = [5, 0, 3, 1]
+    wavs = [str(Path(root) / rows[i][0]) for i in picked]
+    result = tmp_path / "t" / "transcripts.json"
+    proc = subprocess.run([str(Path(sys.executable).with_name("d2v-transcribe")), str(ckpts["finetuned"]), *wavs,
+                           "--batch-size", "1", "--cpu", "--format", "json", "--output", str(result)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(result.read_text())
+    assert report["decoder"] == "greedy"
+    assert [u["audio"] for u in report["utterances"]] == wavs
+    assert [u["words"] for u in report["utterances"]] == [hyp_words[i] for i in picked]
+    assert [u["units"] for u in report["utterances"]] == [hyp_units[i] for i in picked]
+    assert len({hyp_units[i] for i in picked}) > 1, "identical hypotheses: the order check would be vacuous"
+
+
+def test_transcribe_manifest_without_references_equals_d2v_infer(decoded, ckpts, speech_corpus, tmp_path, capsys):
+    """--manifest of a split that has no .ltr/.wrd next to it, default batching on both sides:
+    the text output is d2v-infer's hypotheses line for line."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(Path(speech_corpus) / "test.tsv", bare / "dev_other.tsv")
+    root, rows = manifest(speech_corpus, "test")
+    transcribe.main([str(ckpts["finetuned"]), "--manifest", str(bare / "dev_other.tsv"), "--cpu"])
+    printed = capsys.readouterr().out.splitlines()
+    reference = infer.main([str(ckpts["finetuned"]), "--data", str(speech_corpus), "--split", "test",
+                            "--results-dir", str(tmp_path / "r"), "--cpu"])
+    assert reference.utterances == len(printed) == len(rows)
+    expected = [f"{Path(root) / rel}\t{words}" for (rel, _), words in zip(rows, lines(tmp_path / "r" / "hypo.word-test.txt"))]
+    assert printed == expected
+
+
+def test_transcribe_names_a_wrong_sample_rate_and_needs_input(ckpts, tmp_path):
+    from d2v_plugin.console import UserInputError
+
+    wav = tmp_path / "8k.wav"
+    sf.write(wav, np.zeros(8000, dtype=np.float32), 8000)
+    with pytest.raises(UserInputError, match=r"8k.wav: sample rate 8000 Hz, the model needs 16000 Hz"):
+        transcribe.main([str(ckpts["finetuned"]), str(wav), "--cpu"])
+    with pytest.raises(UserInputError, match="AUDIO files or --manifest"):
+        transcribe.main([str(ckpts["finetuned"]), "--cpu"])
+
+
 def test_infer_rejects_a_pretrained_checkpoint(ckpts, speech_corpus, tmp_path):
     from d2v_plugin.console import UserInputError
 
@@ -205,5 +254,5 @@ def test_finetuned_checkpoint_features_equal_the_pretrained_encoders(ckpts, spee
 
 def test_console_scripts_are_installed():
     bindir = Path(sys.executable).parent
-    for name in ("d2v-infer", "d2v-manifest", "d2v-labels", "d2v-features", "d2v-lm"):
+    for name in ("d2v-infer", "d2v-transcribe", "d2v-manifest", "d2v-labels", "d2v-features", "d2v-lm"):
         assert (bindir / name).exists(), f"{name}: run pip install -e {REPO}"

@@ -18,7 +18,7 @@ def test_text_benefit_scores_every_sentence_for_both_initialisations(text_pipeli
 import sys
 sys.path.insert(0, {str(REPO / 'examples')!r})
 from classification_benefit import main
-main(["text", "--corpus", {str(corpus)!r}, "--data-bin", {str(data_bin)!r}, "--work-dir", {str(tmp_path)!r},
+main(["text", "--data", {str(corpus)!r}, "--data-bin", {str(data_bin)!r}, "--work-dir", {str(tmp_path)!r},
       "--pretrained", {str(checkpoint)!r}, "--seeds", "1", "2",
       "--finetune-override", "optimization.max_update=20", "--finetune-override", "lr_scheduler.warmup_updates=2"])
 """, timeout=1200)
@@ -44,7 +44,7 @@ main(["text", "--corpus", {str(corpus)!r}, "--data-bin", {str(data_bin)!r}, "--w
 import sys
 sys.path.insert(0, {str(REPO / 'examples')!r})
 from classification_benefit import main
-main(["text", "--corpus", {str(corpus)!r}, "--data-bin", {str(data_bin)!r}, "--work-dir", {str(tmp_path)!r},
+main(["text", "--data", {str(corpus)!r}, "--data-bin", {str(data_bin)!r}, "--work-dir", {str(tmp_path)!r},
       "--pretrained", {str(checkpoint)!r}, "--seeds", "1", "2", "--inits", "random init", "--reuse"])
 """, timeout=600)
     again = json.loads((tmp_path / "results.json").read_text())

@@ -26,8 +26,11 @@ def test_pretraining_config_composes_and_builds_the_model(path, tmp_path):
     import d2v_plugin  # noqa: F401
     from fairseq import tasks
 
-    cfg = compose(path, [f"task.data={tmp_path}", "optimization.max_update=123"])
+    cfg = compose(path, [f"task.data={tmp_path}", "optimization.max_update=123",
+                         f"checkpoint.save_dir={tmp_path / 'ckpt'}"])
     assert cfg.task.data == str(tmp_path) and cfg.optimization.max_update == 123
+    # TensorBoard on in every pretraining config, beside the run's checkpoints
+    assert OmegaConf.to_container(cfg.common, resolve=True)["tensorboard_logdir"] == str(tmp_path / "ckpt" / "tb")
     assert (REPO / cfg.common.user_dir).resolve() == REPO / "d2v_plugin"  # default: relative to the repo
     if cfg.task._name == "data2vec_text_pretraining":  # the text task reads the vocabulary at setup
         (tmp_path / "dict.txt").write_text("".join(f"piece{i} {100 - i}\n" for i in range(40)))
@@ -39,7 +42,8 @@ def test_pretraining_config_composes_and_builds_the_model(path, tmp_path):
     assert (cfg.model.clone_batch == 1) == cfg.model.get("encode_masked", False)  # 1.0 recipe: one encoded view
 
 
-# DESIGN.md section 4: updates, learning rate, layerdrop per reference split.
+# The reference fine-tuning budgets (docs/speech.md, "ASR fine-tuning and decoding"): updates,
+# learning rate, layerdrop per reference split.
 FINETUNING = {"base_10m": (13000, 5e-5, 0.05), "base_1h": (13000, 5e-5, 0.05), "base_10h": (20000, 5e-5, 0.05),
               "base_100h": (80000, 3e-5, 0.05), "base_960h": (320000, 3e-5, 0.1)}
 

@@ -101,7 +101,7 @@ def test_linear_probe_runs_on_the_checkpoint_and_its_random_init(trained, digits
     out_json = tmp_path / "probe.json"
     proc = subprocess.run([sys.executable, "-m", "d2v_plugin.vision.probe", str(run_dir / "ckpt" / "checkpoint_last.pt"),
                            "--data", str(digits), "--compare-random", "--pool", "mean", "cls",
-                           "--c-grid", "0.1", "10", "--json", str(out_json)],
+                           "--C", "0.1", "10", "--json", str(out_json)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| pretrained | mean |" in proc.stdout and "| random init | cls |" in proc.stdout

@@ -16,9 +16,9 @@ assigns the i.i.d. noise tokens to the masked positions in the order of an unsta
 draw per position. Its loss is checked within ``NOISE_LOSS_ATOL`` of the reference and must
 differ from the noise-free loss.
 
-Where the fixture lives: ``$D2V_FIXTURES`` if set (either the fixtures root that contains
-``upstream_d2v2_audio`` or that folder itself), else ``<repo>/../shared/fixtures/
-upstream_d2v2_audio``. Without it every test here is skipped, saying which path was tried.
+Where the fixture lives: ``tests/fixtures/upstream_d2v2_audio`` (part of the repository);
+``$D2V_FIXTURES`` (a fixtures root or that folder itself) overrides it. A missing file is a
+collection error, never a skip.
 """
 from __future__ import annotations
 
@@ -52,7 +52,6 @@ REF = ReferenceFixture(
     modality="audio", label="reference fixture", atol=ATOL,
 )
 FIXTURES = REF.dir
-pytestmark = REF.skip_if_missing
 
 
 def _load_checkpoint(name: str = "checkpoint.pt"):

@@ -4,15 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from reference_fixture import fixture_dir
+from reference_fixture import fixture_dir, require_files
 from cli_utils import json_rows, run_hydra_train, run_python
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = fixture_dir("upstream_d2v2_audio")
+require_files(FIXTURE, ["checkpoint_training_state.pt"], "reference data2vec 2.0 audio fixture")
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (FIXTURE / "checkpoint_training_state.pt").exists(),
-                                 reason=f"reference fixture not found at {FIXTURE}")]
+pytestmark = pytest.mark.slow
 
 
 def test_reference_checkpoint_fine_tunes_with_ctc_and_reports_valid_wer(speech_corpus, tmp_path):

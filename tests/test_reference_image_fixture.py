@@ -27,9 +27,9 @@ The objective runs as the README says: ``clone_batch = 4`` (the checkpoint's con
 the recorded mask has 2 x 4 rows), ``mask_noise_std = 0``, eval mode,
 ``torch.manual_seed(1234)`` right before the criterion.
 
-Where the fixture lives: ``$D2V_FIXTURES`` if set (the fixtures root that contains
-``upstream_d2v2_image`` or that folder itself), else ``<repo>/../shared/fixtures/
-upstream_d2v2_image``. Without it every test here is skipped, saying which path was tried.
+Where the fixture lives: ``tests/fixtures/upstream_d2v2_image`` (part of the repository);
+``$D2V_FIXTURES`` (a fixtures root or that folder itself) overrides it. A missing file is a
+collection error, never a skip.
 """
 from __future__ import annotations
 
@@ -62,7 +62,6 @@ REF = ReferenceFixture(
     modality="image", label="reference image fixture", atol=ATOL,
 )
 FIXTURES = REF.dir
-pytestmark = REF.skip_if_missing
 
 
 def _model_from_model_cfg():

@@ -15,9 +15,9 @@ configured value) the decoder's Gaussian mask tokens are drawn per position in a
 order than upstream's (see tests/test_reference_audio_fixture.py), so that loss is checked
 within ``NOISE_LOSS_ATOL``: the whole effect of the noise on the reference loss is 7e-4.
 
-Where the fixture lives: ``$D2V_FIXTURES`` if set (the fixtures root that contains
-``upstream_d2v2_text``, or that folder itself), else ``<repo>/../shared/fixtures/
-upstream_d2v2_text``. Without it every test here is skipped, saying which path was tried.
+Where the fixture lives: ``tests/fixtures/upstream_d2v2_text`` (part of the repository);
+``$D2V_FIXTURES`` (a fixtures root or that folder itself) overrides it. A missing file is a
+collection error, never a skip.
 """
 from __future__ import annotations
 
@@ -50,7 +50,6 @@ REF = ReferenceFixture(
     modality="text", label="reference text fixture", atol=ATOL,
 )
 FIXTURES = REF.dir
-pytestmark = REF.skip_if_missing
 
 
 class _DictionaryTask:

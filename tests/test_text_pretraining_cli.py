@@ -84,8 +84,8 @@ def test_text_probe_command_compares_pretrained_with_random_init(trained, prepar
     run_dir, _, _ = trained
     _, corpus, data_bin = prepared
     out = tmp_path / "probe.json"
-    proc = run_command([BIN / "d2v-text-probe", run_dir / "ckpt" / "checkpoint_last.pt", "--data-bin", data_bin,
-                 "--corpus", corpus, "--random-seeds", "1", "--C", "0.1", "--json", out], cwd=tmp_path)
+    proc = run_command([BIN / "d2v-text-probe", run_dir / "ckpt" / "checkpoint_last.pt", "--data", corpus,
+                        "--compare-random", "--seeds", "1", "--C", "0.1", "--json", out], cwd=tmp_path)
     assert "| pretrained |" in proc.stdout and "| random init (seed 1) |" in proc.stdout
     report = json.loads(out.read_text())
     names = [r["model"] for r in report["results"]]

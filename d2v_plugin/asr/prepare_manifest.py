@@ -4,6 +4,12 @@ Example::
 
     d2v-manifest /data/LibriSpeech/train-clean-100 --dest manifests/ --ext flac \\
         --valid-percent 0.01 --seed 42 [--skip-bad]
+    # a whole folder as one named split (the base fine-tuning configs validate on dev_other):
+    d2v-manifest /data/LibriSpeech/dev-other --dest manifests/ --ext flac --name dev_other
+
+``--name NAME`` writes every file to ``NAME.tsv`` (no split drawn), so LibriSpeech's
+``dev-clean``/``dev-other``/``test-clean``/``test-other`` become the split names the configs
+and ``d2v-infer --split`` use without renaming files.
 
 Manifest format (what fairseq's ``audio_pretraining``/``audio_finetuning`` tasks and
 ``data2vec_pretraining`` read): the first line is the absolute audio root, then one
@@ -72,8 +78,14 @@ def num_samples(path: str) -> int:
 
 
 def build_manifests(audio_dir: str, dest: str, ext: str = "wav", valid_percent: float = 0.01,
-                    seed: int = 42, skip_bad: bool = False) -> ManifestResult:
-    """Write ``dest/train.tsv`` (and ``dest/valid.tsv`` if ``valid_percent > 0``)."""
+                    seed: int = 42, skip_bad: bool = False, name: Optional[str] = None) -> ManifestResult:
+    """Write ``dest/train.tsv`` (and ``dest/valid.tsv`` if ``valid_percent > 0``), or with
+    ``name`` every file to ``dest/<name>.tsv``."""
+    if name is not None:
+        if valid_percent:
+            raise ManifestBuildError("--name writes one manifest of every file: leave --valid-percent out")
+        if not name or os.sep in name or name.endswith(".tsv"):
+            raise ManifestBuildError(f"--name is a split name such as dev_other (no folder, no .tsv), got {name!r}")
     if not 0.0 <= valid_percent <= 1.0:
         raise ManifestBuildError(f"--valid-percent is a fraction in [0, 1], got {valid_percent}")
     if not os.path.isdir(audio_dir):
@@ -102,6 +114,8 @@ def build_manifests(audio_dir: str, dest: str, ext: str = "wav", valid_percent: 
         raise ManifestBuildError(f"none of the {len(files)} files under {root} is readable audio")
     os.makedirs(dest, exist_ok=True)
     splits = ["train", "valid"] if valid_percent > 0 else ["train"]
+    if name is not None:
+        rows, splits = {name: rows["train"]}, [name]
     paths = {}
     for split in splits:
         paths[split] = os.path.join(dest, f"{split}.tsv")
@@ -123,14 +137,16 @@ def main(argv: Optional[Sequence[str]] = None) -> ManifestResult:
     p.add_argument("audio_dir", help="folder searched recursively for audio files")
     p.add_argument("--dest", required=True, help="where train.tsv / valid.tsv go")
     p.add_argument("--ext", default="wav", help="audio extension, e.g. wav or flac")
-    p.add_argument("--valid-percent", type=float, default=0.01,
-                   help="fraction (0..1) of files for valid.tsv")
+    p.add_argument("--valid-percent", type=float, default=None,
+                   help="fraction (0..1) of files for valid.tsv (default 0.01; 0 with --name)")
+    p.add_argument("--name", help="write every file to NAME.tsv instead (e.g. dev_other, test_clean)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable files out (warned)")
     p.add_argument("--log-level", default="INFO", help="logging level of the command (console script)")
     args = p.parse_args(argv)
-    result = build_manifests(args.audio_dir, args.dest, args.ext, args.valid_percent, args.seed,
-                             args.skip_bad)
+    valid_percent = args.valid_percent if args.valid_percent is not None else (0.0 if args.name else 0.01)
+    result = build_manifests(args.audio_dir, args.dest, args.ext, valid_percent, args.seed,
+                             args.skip_bad, args.name)
     for split, path in result.paths.items():
         print(f"{split}: {result.counts[split]} files -> {path}")
     if result.skipped:

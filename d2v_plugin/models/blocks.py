@@ -71,7 +71,8 @@ class Block(nn.Module):
 
     Post-LN (the published models): ``x = norm1(x + attn(x)); x = norm2(x + mlp(x))``.
     Pre-LN: ``x = x + attn(norm1(x)); x = x + mlp(norm2(x))`` -- the standard form; the
-    reference implementation drops the attention residual here (DESIGN.md section 7).
+    reference implementation drops the attention residual here (docs/design.md, "Deliberate
+    differences from the reference implementation").
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, drop: float, attn_drop: float,

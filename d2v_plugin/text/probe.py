@@ -8,12 +8,18 @@ with the data-bin's sentencepiece model and dictionary, the model's final output
 regression (features standardised; ``C`` chosen on valid from ``--C``) is trained on the train
 sentences and scored on the test sentences.
 
-Compared: the checkpoint, and the *same architecture* at random initialisation (the
-checkpoint's model config, fresh weights from ``torch.manual_seed(seed)`` for each
-``--random-seeds``), plus the majority class. Example::
+Scored: the checkpoint and the majority class; with ``--compare-random`` also the *same
+architecture* at random initialisation (the checkpoint's model config, fresh weights from
+``torch.manual_seed(seed)`` for each of ``--seeds``, default the checkpoint's ``common.seed``;
+mean and spread over seeds reported), with ``--random-init`` only those. ``--data`` is the
+labelled corpus; the tokenizer and dictionary come from the data-bin the checkpoint was
+trained on (its ``task.data``, or ``--data-bin``). Example::
 
-    d2v-text-probe checkpoints/tiny_text/checkpoint_last.pt --data-bin data/text/data-bin \\
-        --corpus data/text/corpus --random-seeds 1 2 3 --json probe.json
+    d2v-text-probe checkpoints/tiny_text/checkpoint_last.pt --data data/text/corpus \\
+        --compare-random --seeds 1 2 3 --json probe.json
+
+Flags are the ones every probe command shares (``d2v_plugin/probe_options.py``); the old
+``--corpus`` and ``--random-seeds`` still work, with a warning.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .. import console
+from .. import console, probe_options
 from ..linear_probe import fit_linear_probe
 
 logger = logging.getLogger(__name__)
@@ -121,12 +127,17 @@ def read_classes(corpus: str) -> Optional[List[str]]:
         return [line.strip() for line in f if line.strip()]
 
 
-def run_probe(checkpoint: str, data_bin: str, corpus: str, random_seeds: Sequence[int] = (1,),
-              max_tokens: Optional[int] = None, C_grid: Sequence[float] = DEFAULT_C) -> Dict:
-    """Probe the checkpoint and random inits of its architecture; returns a json-able dict."""
+def run_probe(checkpoint: str, data_bin: Optional[str], corpus: str, seeds: Optional[Sequence[int]] = None,
+              max_tokens: Optional[int] = None, C_grid: Sequence[float] = DEFAULT_C,
+              random_init: Sequence[bool] = (False, True), batch_size: int = 256) -> Dict:
+    """Probe the checkpoint and/or untrained models of its architecture (``random_init``: which,
+    in order; one untrained model per seed, default the checkpoint's ``common.seed``); returns
+    a json-able dict. ``data_bin`` None: the data-bin the checkpoint was trained on."""
     from ..data.text_dataset import encode_labelled_lines
 
+    data_bin = data_bin or _recorded_data_bin(checkpoint)
     model, cfg, task = load_checkpoint(checkpoint, data_bin)
+    seeds = list(seeds) if seeds else [int(cfg.common.seed)]
     max_tokens = max_tokens or model.modality_encoders["TEXT"].cfg.max_source_positions
     classes = read_classes(corpus)
     sets = {}
@@ -140,24 +151,49 @@ def run_probe(checkpoint: str, data_bin: str, corpus: str, random_seeds: Sequenc
     majority = int(counts.argmax())
     results = [ProbeResult("majority class", float((labels["valid"] == majority).mean()),
                            float((labels["test"] == majority).mean()), float("nan"))]
-    models = [("pretrained", model)] + [(f"random init (seed {s})", random_init_like(cfg, task, s))
-                                        for s in random_seeds]
-    for name, m in models:
+    models = []
+    for untrained in random_init:
+        if untrained:
+            models += [(f"random init (seed {s})", lambda s=s: random_init_like(cfg, task, s)) for s in seeds]
+        else:
+            models.append(("pretrained", lambda: model))
+    built = []
+    for name, build in models:
         start = time.time()
-        feats = {s: sentence_features(m, d.source, d.padding_mask) for s, d in sets.items()}
+        m = build()
+        built.append((name, m))
+        feats = {s: sentence_features(m, d.source, d.padding_mask, batch_size) for s, d in sets.items()}
         results.append(fit_probe(feats, labels, name, C_grid))
         logger.info("%s: test accuracy %.3f (%.1f s)", name, results[-1].test_accuracy, time.time() - start)
-    randoms = [r.test_accuracy for r in results if r.model.startswith("random")]
+    randoms = [r for r in results if r.model.startswith("random")]
+    pretrained = [r for r in results if r.model == "pretrained"]
     tokens_per_sample = cfg.task.get("tokens_per_sample", None)
     positions = {name: position_variance_share(m, data_bin, task.source_dictionary, tokens_per_sample)
-                 for name, m in models[:2]} if tokens_per_sample else {}
+                 for name, m in built[:2]} if tokens_per_sample else {}
+    spread = {}
+    if randoms:
+        tests = [r.test_accuracy for r in randoms]
+        spread = {"random_init_test_mean": float(np.mean(tests)),
+                  "random_init_test_std": float(np.std(tests, ddof=1)) if len(tests) > 1 else 0.0,
+                  "random_init_valid_mean": float(np.mean([r.valid_accuracy for r in randoms]))}
     return {
         "position_variance_share": positions,
         "checkpoint": checkpoint, "num_updates": _num_updates(checkpoint),
         "classes": classes, "sizes": {s: int(len(d.labels)) for s, d in sets.items()},
-        "results": [asdict(r) for r in results],
-        "pretrained_minus_best_random": results[1].test_accuracy - max(randoms) if randoms else None,
+        "results": [asdict(r) for r in results], **spread,
+        "pretrained_minus_best_random": (pretrained[0].test_accuracy - max(r.test_accuracy for r in randoms)
+                                         if randoms and pretrained else None),
     }
+
+
+def _recorded_data_bin(checkpoint: str) -> str:
+    """The checkpoint's ``task.data`` (its dictionary and sentencepiece model), if it still exists."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    data = ((state.get("cfg") or {}).get("task") or {}).get("data")
+    if not data or not os.path.isfile(os.path.join(data, "dict.txt")):
+        raise console.UserInputError(f"{checkpoint}: its task.data {data!r} holds no dict.txt; pass --data-bin "
+                                     f"(the d2v-text-prep data-bin it was trained with)")
+    return data
 
 
 def _num_updates(checkpoint: str) -> Optional[int]:
@@ -174,6 +210,11 @@ def format_table(report: Dict) -> str:
     for r in report["results"]:
         c = "" if r["C"] != r["C"] else f"{r['C']:g}"
         lines.append(f"| {r['model']} | {100 * r['valid_accuracy']:.1f} % | {100 * r['test_accuracy']:.1f} % | {c} |")
+    randoms = [r for r in report["results"] if r["model"].startswith("random init")]
+    if len(randoms) > 1:
+        lines.append(f"| random init, mean ± sd over seeds | "
+                     f"{probe_options.mean_spread([r['valid_accuracy'] for r in randoms])} | "
+                     f"{probe_options.mean_spread([r['test_accuracy'] for r in randoms])} | |")
     for name, shares in report.get("position_variance_share", {}).items():
         if shares:
             lines.append(f"\nshare of variance explained by position alone ({name}, valid blocks): " +
@@ -181,22 +222,30 @@ def format_table(report: Dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="d2v-text-probe", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a text checkpoint (data2vec_text_pretraining)")
-    p.add_argument("--data-bin", required=True, help="d2v-text-prep's data-bin (spm.model, dict.txt)")
-    p.add_argument("--corpus", required=True,
-                   help="folder with {train,valid,test}.txt + .label (and classes.txt)")
-    p.add_argument("--random-seeds", type=int, nargs="*", default=[1],
-                   help="seeds of the random-init baselines (same architecture)")
-    p.add_argument("--max-tokens", type=int, help="truncate sentences (default: max_source_positions)")
-    p.add_argument("--C", type=float, nargs="+", default=list(DEFAULT_C), help="regularisation grid")
-    p.add_argument("--json", help="also write the report here")
-    p.add_argument("--log-level", default="WARNING", help="logging level of the command (console script)")
-    args = p.parse_args(argv)
-    report = run_probe(args.checkpoint, args.data_bin, args.corpus, args.random_seeds,
-                       args.max_tokens, args.C)
+                                formatter_class=probe_options.HelpFormatter)
+    probe_options.add_probe_arguments(
+        p, checkpoint_help="a text checkpoint (data2vec_text_pretraining)",
+        data_help="folder with {train,valid,test}.txt + .label (and classes.txt)",
+        default_C=DEFAULT_C, default_batch_size=256)
+    p.add_argument("--data-bin", default=None,
+                   help="d2v-text-prep's data-bin (spm.model, dict.txt) the checkpoint was trained "
+                        "with (default: the checkpoint's task.data)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="truncate sentences (default: the model's max_source_positions)")
+    probe_options.add_deprecated(p, "--corpus", "--data", "data")
+    probe_options.add_deprecated(p, "--random-seeds", "--compare-random --seeds", "seeds", type=int,
+                                 nargs="*", also={"compare_random": True})
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    args = probe_options.parse_args(build_parser(), argv)
+    if args.seeds == []:                    # the old `--random-seeds` with no seed: no baseline
+        args.seeds, args.compare_random = None, False
+    report = run_probe(args.checkpoint, args.data_bin, args.data, args.seeds, args.max_tokens, args.C,
+                       probe_options.models_to_score(args), args.batch_size)
     print(format_table(report))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

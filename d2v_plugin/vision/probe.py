@@ -11,14 +11,18 @@ no masking). A feature vector per image is pooled from the final output: ``mean`
 over the patch tokens, ``cls`` = the CLS token, ``mean+cls`` = both concatenated. Features
 are standardised (statistics of the train split) and an L2-regularised multinomial
 logistic regression (scikit-learn) is fit on train; its inverse regularisation ``C`` is
-chosen on valid from ``--c-grid``; the table reports top-1 accuracy on valid and test.
+chosen on valid from ``--C``; the table reports top-1 accuracy on valid and test.
 
-``--compare-random`` adds the same architecture at random initialisation: the checkpoint's
-model config built with ``torch.manual_seed(<common.seed>)``, which are the very weights
-``fairseq-hydra-train`` starts pretraining from (it seeds torch with ``common.seed`` right
-before building the model). Both rows use the same data, transform and classifier.
+``--compare-random`` adds the same architecture at random initialisation (``--random-init``
+scores only that): the checkpoint's model config built with ``torch.manual_seed(<common.seed>)``,
+which are the very weights ``fairseq-hydra-train`` starts pretraining from (it seeds torch
+with ``common.seed`` right before building the model); ``--seeds S ...`` builds one per seed
+and adds their mean and spread. All rows use the same data, transform and classifier.
 ``--compare-pixels`` adds the classifier on the transformed pixels themselves (no model), a
 reference for how linearly separable the raw input already is.
+
+Flags are the ones every probe command shares (``d2v_plugin/probe_options.py``); the old
+``--c-grid`` and ``--seed`` still work, with a warning.
 """
 from __future__ import annotations
 
@@ -26,13 +30,13 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from .. import console
+from .. import console, probe_options
 from ..linear_probe import fit_linear_probe
 
 logger = logging.getLogger(__name__)
@@ -149,36 +153,46 @@ def table(results: Sequence[ProbeResult]) -> str:
     for r in results:
         lines.append(f"| {r.model} | {r.pool} | {r.feature_dim} | {r.c:g} | {100 * r.valid_top1:.1f} % | "
                      f"{100 * r.test_top1:.1f} % |")
+    seeded = [r for r in results if r.model.startswith("random init (seed")]
+    for pool in dict.fromkeys(r.pool for r in seeded):
+        rows = [r for r in seeded if r.pool == pool]
+        lines.append(f"| random init, mean ± sd over seeds | {pool} | {rows[0].feature_dim} | - | "
+                     f"{probe_options.mean_spread([r.valid_top1 for r in rows])} | "
+                     f"{probe_options.mean_spread([r.test_top1 for r in rows])} |")
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[ProbeResult]:
-    parser = argparse.ArgumentParser(prog="d2v-image-probe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="an image pretraining checkpoint (data2vec_multi, IMAGE)")
-    parser.add_argument("--data", required=True, help="image-folder root with train/valid/test splits")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="d2v-image-probe", description=__doc__,
+                                     formatter_class=probe_options.HelpFormatter)
+    probe_options.add_probe_arguments(
+        parser, checkpoint_help="an image pretraining checkpoint (data2vec_multi, IMAGE)",
+        data_help="image-folder root with train/valid/test splits", default_C=DEFAULT_C_GRID,
+        default_batch_size=64)
     parser.add_argument("--pool", nargs="+", choices=POOLS, default=["mean", "cls"],
                         help="feature pooling(s) to probe")
-    parser.add_argument("--compare-random", action="store_true",
-                        help="also probe the same architecture at random init (the pretraining's start)")
-    parser.add_argument("--random-init", action="store_true", help="probe only the random-init model")
     parser.add_argument("--compare-pixels", action="store_true",
                         help="also fit the classifier on the transformed pixels (no model)")
-    parser.add_argument("--seed", type=int, default=None, help="random-init seed (default: common.seed)")
-    parser.add_argument("--c-grid", type=float, nargs="+", default=list(DEFAULT_C_GRID),
-                        help="inverse regularisation strengths tried, chosen on valid")
-    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--splits", nargs=3, default=["train", "valid", "test"], metavar=("FIT", "SELECT", "REPORT"))
-    parser.add_argument("--json", help="also write the results here as json")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
+    probe_options.add_deprecated(parser, "--c-grid", "--C", "C", type=float, nargs="+")
+    probe_options.add_deprecated(parser, "--seed", "--seeds", "seeds", type=lambda v: [int(v)])
+    return parser
 
-    kinds = [True] if args.random_init else ([False, True] if args.compare_random else [False])
+
+def main(argv: Optional[Sequence[str]] = None) -> List[ProbeResult]:
+    args = probe_options.parse_args(build_parser(), argv)
+
+    seeds = args.seeds or [None]          # None: the checkpoint's common.seed
     results: List[ProbeResult] = []
-    for random_init in kinds:
-        results += probe(args.checkpoint, args.data, args.pool, random_init, args.seed, args.c_grid,
+    for random_init in probe_options.models_to_score(args):
+        for seed in (seeds if random_init else [None]):
+            rows = probe(args.checkpoint, args.data, args.pool, random_init, seed, args.C,
                          args.batch_size, tuple(args.splits))
+            if random_init and len(seeds) > 1:
+                rows = [replace(r, model=f"random init (seed {seed})") for r in rows]
+            results += rows
     if args.compare_pixels:
-        results.append(pixel_probe(args.checkpoint, args.data, args.c_grid, tuple(args.splits)))
+        results.append(pixel_probe(args.checkpoint, args.data, args.C, tuple(args.splits)))
     print(table(results))
     if args.json:
         with open(args.json, "w") as f:
