@@ -445,7 +445,7 @@ def _label(name, fn):
     return wrapped
 
 
-def instrument(model, optimizer, dataset_module) -> None:
+def instrument(model, optimizer, dataset) -> None:
     """Label the parts of a step with record_function, in this process only (no library edit).
 
     Instance attributes shadow the methods; the teacher is a deep copy made when the model
@@ -471,7 +471,10 @@ def instrument(model, optimizer, dataset_module) -> None:
     optimizer.clip_grad_norm = _label("grad scale + norm", optimizer.clip_grad_norm)
     optimizer.step = _label("adam", optimizer.step)
     optimizer.zero_grad = _label("zero_grad", optimizer.zero_grad)
-    dataset_module.sample_block_mask = _label("data: mask sampling", dataset_module.sample_block_mask)
+    from d2v_plugin.data.expander import BatchExpander
+
+    expander = dataset.expander  # the collater's expander, with a labelled mask sampler
+    dataset.expander = BatchExpander(expander.clone_batch, _label("data: mask sampling", expander.mask_sampler))
 
 
 NODE_PREFIX = "autograd::engine::evaluate_function"
@@ -563,8 +566,6 @@ def run_breakdown(args) -> Dict:
     which keeps updates slowed down by other processes on this shared machine out."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from d2v_plugin.data import audio_dataset
-
     task, model, criterion, optimizer, stream, info = build(
         args.worker, args.data, args.max_tokens_n, args.threads, args.seed)
     if info["family"] != "d2v":
@@ -572,7 +573,7 @@ def run_breakdown(args) -> Dict:
     steps, warmup = args.steps_n, args.warmup_n
     for i in range(warmup):
         train_step(task, model, criterion, optimizer, next(stream), update_num=i, seed=info["seed"])
-    instrument(model, optimizer, audio_dataset)
+    instrument(model, optimizer, task.dataset("train"))
     labels = set(PARTS) - {"(grad accumulation)", "(other forward glue)"}
     per_update = []
     for i in range(warmup, warmup + steps):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from cli_utils import REPO, run_hydra_train
 from d2v_plugin.asr import extract_features, infer, ngram
 from d2v_plugin.asr.wer import cer, wer
-from d2v_plugin.masking import feature_lengths, parse_conv_spec
+from d2v_plugin.audio_frames import feature_lengths, parse_conv_spec
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 what is wrong, or a counted skip with a warning where skipping is what a user wants.
 
 Every test writes real files to tmp_path and drives the dataset the way fairseq does:
-AudioPretrainingDataset with a multi-mask ExpanderConfig, dataset[i], dataset.collater([...]).
+AudioPretrainingDataset with a multi-mask BatchExpander, dataset[i], dataset.collater([...]).
 """
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
-from d2v_plugin.data.audio_dataset import AudioFileError, AudioPretrainingDataset, ExpanderConfig
+from d2v_plugin.audio_frames import feature_lengths, parse_conv_spec, receptive_field
+from d2v_plugin.data.audio_dataset import AudioFileError, AudioPretrainingDataset
+from d2v_plugin.data.expander import BatchExpander
 from d2v_plugin.data.manifest import ManifestError, read_manifest
-from d2v_plugin.masking import feature_lengths, parse_conv_spec, receptive_field
+from d2v_plugin.masking import BlockMaskSampler
 
 TINY_SPEC = "[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64,2,2)] + [(64,2,2)]"
 CONV = parse_conv_spec(TINY_SPEC)
@@ -27,8 +29,8 @@ SR = 16000
 CLONES = 2
 
 
-def _expander() -> ExpanderConfig:
-    return ExpanderConfig(clone_batch=CLONES, mask_prob=0.5, mask_length=5, mask_prob_adjust=0.05)
+def _expander() -> BatchExpander:
+    return BatchExpander(CLONES, BlockMaskSampler(mask_prob=0.5, mask_length=5, mask_prob_adjust=0.05))
 
 
 def _dataset(manifest: Path, **kwargs) -> AudioPretrainingDataset:

@@ -6,8 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from d2v_plugin.data.pretraining_dataset import seeded_generator
 from d2v_plugin.masking import (BlockMaskSampler, BlockMaskSampler2d, grid_shape, mask_info_from_mask,
-                                sample_block_mask_2d, sample_blocks_2d, seeded_generator)
+                                sample_block_mask_2d, sample_blocks_2d)
 from d2v_plugin.models.config import Data2Vec2Config, DecoderConfig
 from d2v_plugin.models.data2vec2 import Data2Vec2Model
 from d2v_plugin.models.decoder import Decoder2d

@@ -10,7 +10,7 @@ teacher and the decoder are not) or a fine-tuned ``wav2vec_ctc`` one (its encode
 the CTC head; the pretrained file it came from is not needed).
 
 ``--layer`` picks what is written, each (T, D) float32 with T the conv frame count of the
-utterance (``d2v_plugin.masking.feature_lengths``) and D the model width:
+utterance (``d2v_plugin.audio_frames.feature_lengths``) and D the model width:
 
 * ``final``: the encoder output ``x`` (what the CTC head of a fine-tuned model reads);
 * ``N`` (an integer): ``layer_results[N]`` of ``extract_features``, 0-based, negative counts
@@ -98,9 +98,9 @@ def select(features: dict, layer: Layer, b: int, frames: int, model_cfg, top_k: 
 def extract(checkpoint: str, data: str, split: str, out_dir: str, layer: Layer = "final",
             top_k: Optional[int] = None, batch_size: int = 1, cpu: bool = False) -> FeatureResult:
     """Write one ``.npy`` per utterance of ``<data>/<split>.tsv`` plus ``features.tsv``."""
+    from d2v_plugin.audio_frames import feature_lengths, receptive_field
     from d2v_plugin.data.audio_dataset import load_audio
     from d2v_plugin.data.manifest import read_manifest
-    from d2v_plugin.masking import feature_lengths, receptive_field
 
     from .checkpoint import load_encoder
 

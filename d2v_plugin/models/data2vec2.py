@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from fairseq.models import BaseFairseqModel, register_model
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
 
+from ..data.expander import expand_rows
 from ..masking import MaskInfo, mask_info_from_mask
 from . import audio_encoder  # noqa: F401  (registers AUDIO)
 from . import image_encoder  # noqa: F401  (registers IMAGE)
@@ -132,7 +133,7 @@ class Data2Vec2Model(BaseFairseqModel):
         frame_padding = encoder.frame_padding_mask(source, padding_mask, T)    # (B, T) | None
         mask_info = self._student_masks(encoder, precomputed_mask, B * clones, T, local.device)
         student_in = encoder.contextualize(
-            _repeat(local, clones), _repeat(frame_padding, clones), mask_info,
+            expand_rows(local, clones), expand_rows(frame_padding, clones), mask_info,
             remove_masked=not self.cfg.encode_masked)
         x, _ = self._run_blocks(self.blocks, student_in, collect=False)        # (B*M, E+K, D)
         prediction = encoder.decode(x, mask_info)                              # (B*M, T, D)
@@ -254,7 +255,7 @@ class Data2Vec2Model(BaseFairseqModel):
         weighted by ``cls_loss`` x the number of masked positions (the reference's scaling)."""
         if encoder.num_extra_tokens == 0:
             raise ValueError("cls_loss > 0 needs an extra (CLS) token: set num_extra_tokens >= 1")
-        cls_target = _repeat(targets.mean(dim=1), self.cfg.clone_batch)
+        cls_target = expand_rows(targets.mean(dim=1), self.cfg.clone_batch)
         cls_pred = x[:, encoder.num_extra_tokens - 1].float()
         loss = F.mse_loss(cls_pred, cls_target, reduction="none")
         scale = self.cfg.loss_scale if self.cfg.loss_scale is not None else 1 / math.sqrt(x.size(-1))
@@ -304,9 +305,3 @@ class Data2Vec2Model(BaseFairseqModel):
                     del state_dict[key]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-
-def _repeat(t: Optional[torch.Tensor], times: int) -> Optional[torch.Tensor]:
-    """The multi-mask expander's copy: row b of the input becomes rows b*M .. b*M+M-1."""
-    if t is None or times == 1:
-        return t
-    return t.repeat_interleave(times, dim=0)

@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 from fairseq.modules import GradMultiply
 
-from ..masking import BlockMaskSampler, BlockMaskSampler2d
+from ..masking import BlockMaskSampler, BlockMaskSampler2d, MaskSampler
 from .config import Data2Vec2Config, ImageModalityConfig
 from .decoder import Decoder2d
-from .modality import ContextEncoder, MaskSampler, ModalityEncoder, register_modality
+from .modality import ContextEncoder, ModalityEncoder, register_modality
 
 
 def sincos_positions_2d(dim: int, height: int, width: int) -> torch.Tensor:

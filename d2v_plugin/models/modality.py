@@ -14,19 +14,17 @@ registers itself with ``@register_modality`` plus its config in ``config.Modalit
 Parameter names follow the reference implementation (``local_encoder``, ``context_encoder``,
 ``decoder``, ``extra_tokens``, ``alibi_scale``) so its checkpoints load unchanged.
 """
-from typing import Callable, Dict, NamedTuple, Optional, Tuple, Type
+from typing import Dict, NamedTuple, Optional, Tuple, Type
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..masking import BlockMaskSampler, MaskInfo, sample_channel_mask
+from ..masking import BlockMaskSampler, MaskInfo, MaskSampler, sample_channel_mask
 from .alibi import alibi_bias, alibi_slopes
 from .blocks import Block, attention_mask
 from .config import Data2Vec2Config, ModalityConfig
-
-MaskSampler = Callable[[int, int, Optional[torch.Generator]], torch.Tensor]
 
 MODALITY_ENCODERS: Dict[str, Type["ModalityEncoder"]] = {}
 

@@ -88,7 +88,7 @@ class ImagePretrainingTask(MaskedPretrainingTask):
         train = split == self.cfg.train_subset
         self.datasets[split] = ImagePretrainingDataset(
             self.cfg.data, split, split_transform(self.cfg, train),
-            num_patches=self.num_patches, clone_batch=self.clone_batch, mask_sampler=self.mask_sampler,
+            num_patches=self.num_patches, expander=self.expander,
             seed=self.cfg.seed, shuffle=train)
         logger.info(f"{split}: {len(self.datasets[split])} images "
                     f"({'augmented' if train else 'evaluation transform'})")

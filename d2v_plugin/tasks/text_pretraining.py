@@ -93,7 +93,7 @@ class Data2VecTextPretrainingTask(MaskedPretrainingTask):
         blocks = load_text_blocks(self.cfg.data, split, self.dictionary, self.cfg.tokens_per_sample,
                                   self.cfg.sample_break_mode)
         self.datasets[split] = TextPretrainingDataset(
-            blocks, self.dictionary, clone_batch=self.clone_batch, mask_sampler=self.mask_sampler,
+            blocks, self.dictionary, expander=self.expander,
             seed=self.cfg.seed, shuffle=split == "train")
 
     @property
