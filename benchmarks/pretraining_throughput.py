@@ -448,23 +448,24 @@ def _label(name, fn):
 def instrument(model, optimizer, dataset) -> None:
     """Label the parts of a step with record_function, in this process only (no library edit).
 
-    Instance attributes shadow the methods; the teacher is a deep copy made when the model
-    was built, so its encoder is not wrapped and its whole forward counts as "teacher".
+    Instance attributes shadow the public stage methods (local_features, contextualize, decode,
+    student_masks, run_blocks, teacher_targets, objective); the teacher is a deep copy made when
+    the model was built, so its encoder is not wrapped and its whole forward counts as "teacher".
     """
     encoder = next(iter(model.modality_encoders.values()))
     encoder.local_features = _label("feature encoder", encoder.local_features)
     encoder.contextualize = _label("student contextualize", encoder.contextualize)
     encoder.decode = _label("decoder", encoder.decode)
-    model._student_masks = _label("student mask index", model._student_masks)
+    model.student_masks = _label("student mask index", model.student_masks)
     model.teacher_targets = _label("teacher", model.teacher_targets)
-    model._regression = _label("loss + stats", model._regression)
-    run_blocks = model._run_blocks
+    model.objective = _label("loss + stats", model.objective)
+    run_blocks = model.run_blocks
 
     def student_blocks(blocks, *a, **kw):
         if blocks is model.blocks:
             return _label("student blocks", run_blocks)(blocks, *a, **kw)
         return run_blocks(blocks, *a, **kw)
-    model._run_blocks = student_blocks
+    model.run_blocks = student_blocks
     if model.teacher is not None:
         model.teacher.step = _label("ema teacher step", model.teacher.step)
     optimizer.multiply_grads = _label("grad scale + norm", optimizer.multiply_grads)

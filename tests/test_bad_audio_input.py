@@ -150,10 +150,10 @@ def test_all_zero_audio_normalizes_to_zeros_and_gives_a_finite_loss(tmp_path):
         batch = ds.collater([ds[i] for i in ids])
         assert torch.isfinite(batch["net_input"]["source"]).all()
         out = model(**batch["net_input"])
-        loss = sum(v.sum() for v in out["losses"].values())
+        loss = sum(v.sum() for v in out.losses.values())
         assert torch.isfinite(loss), f"batch {ids}: loss {loss}"
-        assert torch.isfinite(torch.as_tensor(out["target_var"]))
-        assert torch.isfinite(torch.as_tensor(out["pred_var"]))
+        assert torch.isfinite(torch.as_tensor(out.target_var))
+        assert torch.isfinite(torch.as_tensor(out.pred_var))
         loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 

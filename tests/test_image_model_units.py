@@ -196,10 +196,10 @@ def test_image_model_trains_one_step_with_the_2d_masks_and_a_cls_loss():
     source = torch.randn(2, 3, 16, 16)
     mask = sampler(6, 16, torch.Generator().manual_seed(0))
     out = model(source, precomputed_mask=mask)
-    assert set(out["losses"]) == {"IMAGE_regression", "cls"}
-    assert out["losses"]["IMAGE_regression"].shape == (int(mask.sum()), 32)
-    assert out["losses"]["cls"].shape == (6, 32)
-    sum(v.sum() for v in out["losses"].values()).backward()
+    assert set(out.losses) == {"IMAGE_regression", "cls"}
+    assert out.losses["IMAGE_regression"].shape == (int(mask.sum()), 32)
+    assert out.losses["cls"].shape == (6, 32)
+    sum(v.sum() for v in out.losses.values()).backward()
     assert encoder.local_encoder.proj.weight.grad is not None
     assert encoder.fixed_positional_encoder.positions.grad is None  # fixed, not trained
     assert not any(n.endswith("positions") for n, p in model.named_parameters() if p.requires_grad)
