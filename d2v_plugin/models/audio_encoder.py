@@ -9,10 +9,9 @@ from fairseq.modules import GradMultiply, SamePad, TransposeLast
 from ..audio_frames import feature_lengths, parse_conv_spec, receptive_field
 from .config import AudioModalityConfig, Data2Vec2Config
 from .decoder import Decoder1d
-from .modality import ContextEncoder, ModalityEncoder, register_modality
+from .modality import ContextEncoder, ModalityEncoder
 
 
-@register_modality("AUDIO")
 class AudioEncoder(ModalityEncoder):
     """Waveform -> 50 Hz frames; positions come from a conv over the (masked) frames."""
 

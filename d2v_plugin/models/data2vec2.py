@@ -15,12 +15,10 @@ from fairseq.modules.transformer_sentence_encoder import init_bert_params
 
 from ..data.expander import expand_rows
 from ..masking import MaskInfo, mask_info_from_mask
-from . import audio_encoder  # noqa: F401  (registers AUDIO)
-from . import image_encoder  # noqa: F401  (registers IMAGE)
-from . import text_encoder  # noqa: F401  (registers TEXT)
 from .config import Data2Vec2Config
 from .ema import EMATeacher, ema_decay_at
-from .modality import MODALITY_ENCODERS, Contextualized, LayerMasks, ModalityEncoder, make_block
+from .modality import Contextualized, LayerMasks, ModalityEncoder, make_block
+from .modality_encoders import MODALITY_ENCODERS
 from .objective import ObjectiveResult, pretraining_objective
 from .targets import average_top_k
 

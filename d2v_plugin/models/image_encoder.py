@@ -12,7 +12,7 @@ from fairseq.modules import GradMultiply
 from ..masking import BlockMaskSampler, BlockMaskSampler2d, MaskSampler
 from .config import Data2Vec2Config, ImageModalityConfig
 from .decoder import Decoder2d
-from .modality import ContextEncoder, ModalityEncoder, register_modality
+from .modality import ContextEncoder, ModalityEncoder
 
 
 def sincos_positions_2d(dim: int, height: int, width: int) -> torch.Tensor:
@@ -63,7 +63,6 @@ class FixedPositionalEncoder(nn.Module):
         return self.positions.to(x.dtype)
 
 
-@register_modality("IMAGE")
 class ImageEncoder(ModalityEncoder):
     """Image -> patch tokens; the student sees squares of kept patches (inverse block masking)."""
 

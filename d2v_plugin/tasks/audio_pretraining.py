@@ -4,7 +4,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import register_task
 from omegaconf import II, MISSING
 
@@ -17,12 +17,11 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Data2VecPretrainingConfig(FairseqDataclass):
     data: str = field(default=MISSING, metadata={"help": "folder holding {split}.tsv manifests"})
-    modality: ChoiceEnum(["audio"]) = field(default="audio", metadata={"help": "input modality"})
     sample_rate: int = field(default=16000, metadata={"help": "every file must have this rate"})
     normalize: bool = field(default=True, metadata={"help": "zero mean, unit variance per utterance"})
     min_sample_size: int = field(default=32000, metadata={"help": "skip (count, warn) shorter utterances"})
     max_sample_size: int = field(default=320000, metadata={"help": "random crop to at most this many samples"})
-    seed: int = II("common.seed")
+    seed: int = field(default=II("common.seed"), metadata={"help": "seeds the order, crops and masks"})
 
 
 @register_task("data2vec_pretraining", dataclass=Data2VecPretrainingConfig)

@@ -11,7 +11,7 @@ from typing import Optional
 from fairseq.tasks import FairseqTask
 
 from ..data.expander import BatchExpander
-from ..models.modality import MODALITY_ENCODERS
+from ..models.modality_encoders import MODALITY_ENCODERS
 
 
 class RawInputTask(FairseqTask):
