@@ -25,8 +25,10 @@ def compose(path: Path, overrides, cwd=REPO):
 def test_pretraining_config_composes_and_builds_the_model(path, tmp_path):
     import d2v_plugin  # noqa: F401
     from fairseq import tasks
+    from fairseq.dataclass.initialize import add_defaults
 
     cfg = compose(path, [f"task.data={tmp_path}", "optimization.max_update=123"])
+    add_defaults(cfg)  # the yamls set only what differs from the dataclass defaults; the trainer does this
     assert cfg.task.data == str(tmp_path) and cfg.optimization.max_update == 123
     assert (REPO / cfg.common.user_dir).resolve() == REPO / "d2v_plugin"  # default: relative to the repo
     if cfg.task._name == "data2vec_text_pretraining":  # the text task reads the vocabulary at setup
