@@ -66,7 +66,7 @@ def test_inverse_2d_mask_has_equal_counts_and_the_requested_fraction(side, mask_
     assert (kept == kept[0]).all(), "every row must keep the same count"
     assert int(kept[0]) == int(L * (1 - mask_prob))
     assert abs(float(mask.float().mean()) - mask_prob) <= 1.0 / side  # int() rounding only
-    mask_info_from_mask(mask)  # accepted by the expander
+    mask_info_from_mask(mask)  # accepted by the model
 
 
 def test_inverse_2d_mask_keeps_mostly_whole_squares():

@@ -1,7 +1,9 @@
 """data2vec 2.0 (and the data2vec 1.0 recipe as a configuration of it).
 
-forward = encode local features -> expand & mask -> student -> decoder; teacher -> targets.
-Registered under the reference implementation's name ``data2vec_multi`` so that its
+forward = encode local features -> expand & mask (``data/expander.py``) -> student ->
+decoder; teacher -> targets; the losses and monitors are ``objective.py``'s. Each stage is a
+public method (``student_masks``, ``run_blocks``, ``teacher_targets``, ``objective``), so tools
+can observe or time one without touching private code. Registered under the reference implementation's name ``data2vec_multi`` so that its
 checkpoints load as they are and fairseq's ``wav2vec_ctc`` fine-tunes ours the same way.
 """
 import logging

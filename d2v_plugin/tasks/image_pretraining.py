@@ -1,4 +1,4 @@
-"""Image pretraining task: image folders, the usual augmentation, the multi-mask batch expander.
+"""Image pretraining task: image folders, the usual augmentation, the batch expander's masks.
 
 ``data`` is an image-folder root (``<data>/<split>/<class>/<image>``, any format Pillow
 reads; grey, palette and RGBA images are converted to RGB). The training split gets one
@@ -63,7 +63,7 @@ def split_transform(cfg: ImagePretrainingConfig, train: bool):
 
 @register_task("data2vec_image_pretraining", dataclass=ImagePretrainingConfig)
 class ImagePretrainingTask(MaskedPretrainingTask):
-    """Images in class folders; the collater is the multi-mask batch expander."""
+    """Images in class folders; the collater adds the batch expander's masks."""
 
     cfg: ImagePretrainingConfig
     modality = "IMAGE"
