@@ -13,7 +13,11 @@ setup(
         # fairseq's main branch repackaged with the Python 3.11 dataclass fix, prebuilt cp311
         # wheel (fairseq==0.12.2 does not install on 3.11). See README "Installation".
         "ve-fairseq==0.12.3",
-        "omegaconf>=2.1",
+        # hydra-submitit-launcher asks for hydra-core>=1.1.0.dev7, a pre-release specifier that
+        # lets pip pick hydra-core 1.4.0rc* / omegaconf 2.4 rc, whose hydra.experimental has no
+        # compose: fairseq then fails at import. Stay on the releases fairseq works with.
+        "hydra-core>=1.3.2,<1.4",
+        "omegaconf>=2.1,<2.4",
         "soundfile>=0.12",
         "sentencepiece>=0.1.99",
         "numpy>=1.24",
