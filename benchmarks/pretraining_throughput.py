@@ -445,33 +445,37 @@ def _label(name, fn):
     return wrapped
 
 
-def instrument(model, optimizer, dataset_module) -> None:
+def instrument(model, optimizer, dataset) -> None:
     """Label the parts of a step with record_function, in this process only (no library edit).
 
-    Instance attributes shadow the methods; the teacher is a deep copy made when the model
-    was built, so its encoder is not wrapped and its whole forward counts as "teacher".
+    Instance attributes shadow the public stage methods (local_features, contextualize, decode,
+    student_masks, run_blocks, teacher_targets, objective); the teacher is a deep copy made when
+    the model was built, so its encoder is not wrapped and its whole forward counts as "teacher".
     """
     encoder = next(iter(model.modality_encoders.values()))
     encoder.local_features = _label("feature encoder", encoder.local_features)
     encoder.contextualize = _label("student contextualize", encoder.contextualize)
     encoder.decode = _label("decoder", encoder.decode)
-    model._student_masks = _label("student mask index", model._student_masks)
+    model.student_masks = _label("student mask index", model.student_masks)
     model.teacher_targets = _label("teacher", model.teacher_targets)
-    model._regression = _label("loss + stats", model._regression)
-    run_blocks = model._run_blocks
+    model.objective = _label("loss + stats", model.objective)
+    run_blocks = model.run_blocks
 
     def student_blocks(blocks, *a, **kw):
         if blocks is model.blocks:
             return _label("student blocks", run_blocks)(blocks, *a, **kw)
         return run_blocks(blocks, *a, **kw)
-    model._run_blocks = student_blocks
+    model.run_blocks = student_blocks
     if model.teacher is not None:
         model.teacher.step = _label("ema teacher step", model.teacher.step)
     optimizer.multiply_grads = _label("grad scale + norm", optimizer.multiply_grads)
     optimizer.clip_grad_norm = _label("grad scale + norm", optimizer.clip_grad_norm)
     optimizer.step = _label("adam", optimizer.step)
     optimizer.zero_grad = _label("zero_grad", optimizer.zero_grad)
-    dataset_module.sample_block_mask = _label("data: mask sampling", dataset_module.sample_block_mask)
+    from d2v_plugin.data.expander import BatchExpander
+
+    expander = dataset.expander  # the collater's expander, with a labelled mask sampler
+    dataset.expander = BatchExpander(expander.clone_batch, _label("data: mask sampling", expander.mask_sampler))
 
 
 NODE_PREFIX = "autograd::engine::evaluate_function"
@@ -563,8 +567,6 @@ def run_breakdown(args) -> Dict:
     which keeps updates slowed down by other processes on this shared machine out."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from d2v_plugin.data import audio_dataset
-
     task, model, criterion, optimizer, stream, info = build(
         args.worker, args.data, args.max_tokens_n, args.threads, args.seed)
     if info["family"] != "d2v":
@@ -572,7 +574,7 @@ def run_breakdown(args) -> Dict:
     steps, warmup = args.steps_n, args.warmup_n
     for i in range(warmup):
         train_step(task, model, criterion, optimizer, next(stream), update_num=i, seed=info["seed"])
-    instrument(model, optimizer, audio_dataset)
+    instrument(model, optimizer, task.dataset("train"))
     labels = set(PARTS) - {"(grad accumulation)", "(other forward glue)"}
     per_update = []
     for i in range(warmup, warmup + steps):

@@ -10,7 +10,7 @@ keep_every_sample()
 from .criterions import data2vec as _criterion  # noqa: E402,F401
 from .models import data2vec2 as _model  # noqa: E402,F401
 from .models import classification as _classification_model  # noqa: E402,F401
-from .tasks import pretraining as _task  # noqa: E402,F401
+from .tasks import audio_pretraining as _task  # noqa: E402,F401
 from .tasks import text_pretraining as _text_task  # noqa: E402,F401
 from .tasks import image_pretraining as _image_task  # noqa: E402,F401
 from .tasks import image_classification as _image_classification_task  # noqa: E402,F401

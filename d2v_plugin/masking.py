@@ -1,4 +1,5 @@
-"""Mask sampling for the multi-mask batch expander.
+"""Mask sampling: the student masks the batch expander (``data/expander.py``) draws, and
+the index tensors the model drops and restores masked positions with.
 
 Pure, vectorised functions (no Python loop over rows) so they are cheap enough to run
 inside data-loader workers for every batch. ``True`` in a mask means *masked* (hidden
@@ -6,13 +7,15 @@ from the student, regressed by the decoder).
 """
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 
-ConvSpec = List[Tuple[int, int, int]]
+# What every modality's sampler is: (num_rows, length, generator or None) -> (num_rows,
+# length) bool, True = masked. Picklable instances (the dataclasses below), so that
+# data-loader workers can run them.
+MaskSampler = Callable[[int, int, Optional[torch.Generator]], torch.Tensor]
 
 
 class MaskInfo(NamedTuple):
@@ -27,42 +30,6 @@ class MaskInfo(NamedTuple):
     mask: torch.Tensor
     ids_keep: torch.Tensor
     ids_restore: torch.Tensor
-
-
-def parse_conv_spec(spec: str) -> ConvSpec:
-    """Parse a feature-encoder spec such as ``"[(512, 10, 5)] + [(512, 3, 2)] * 4"``.
-
-    The reference configs write the spec as a Python expression; we evaluate only list /
-    tuple / integer literals combined with ``+`` and ``*`` so a config can't run code.
-    """
-    allowed = (ast.Expression, ast.List, ast.Tuple, ast.Constant, ast.BinOp, ast.Add,
-               ast.Mult, ast.Load)
-    tree = ast.parse(spec, mode="eval")
-    for node in ast.walk(tree):
-        if not isinstance(node, allowed):
-            raise ValueError(f"feature_encoder_spec may only hold lists of (dim, kernel, stride) "
-                             f"tuples joined by + and *, got {spec!r}")
-    layers = eval(compile(tree, "<feature_encoder_spec>", "eval"), {"__builtins__": {}})
-    if not layers or any(len(layer) != 3 for layer in layers):
-        raise ValueError(f"feature_encoder_spec must be a non-empty list of (dim, kernel, stride): {spec!r}")
-    return [tuple(int(v) for v in layer) for layer in layers]
-
-
-def receptive_field(conv_spec: ConvSpec) -> int:
-    """Number of input samples the feature encoder needs to emit one frame."""
-    field, jump = 1, 1
-    for _, kernel, stride in conv_spec:
-        field += (kernel - 1) * jump
-        jump *= stride
-    return field
-
-
-def feature_lengths(num_samples: torch.Tensor | int, conv_spec: ConvSpec):
-    """Frames produced by the conv feature encoder for ``num_samples`` input samples."""
-    lengths = torch.as_tensor(num_samples, dtype=torch.long)
-    for _, kernel, stride in conv_spec:
-        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
-    return lengths.clamp_min(0)
 
 
 def num_block_starts(length: int, mask_prob: float, mask_length: int, mask_prob_adjust: float = 0.0,
@@ -188,7 +155,8 @@ def sample_block_mask_2d(
     """
     length = height * width
     chosen_prob = 1.0 - mask_prob if inverse else mask_prob
-    num_starts = max(0, min(length, int(length * (chosen_prob + mask_prob_adjust) / mask_length ** 2)))
+    # The 1D formula with a square's area as the block length: L * (p + A) / B**2.
+    num_starts = num_block_starts(length, mask_prob, mask_length ** 2, mask_prob_adjust, inverse)
     chosen = sample_blocks_2d(num_rows, height, width, num_starts, mask_length, generator)
     return _fix_count(chosen, int(length * chosen_prob), inverse, generator)
 
@@ -233,11 +201,3 @@ def sample_channel_mask(batch: int, channels: int, mask_prob: float, mask_length
     starts = torch.rand(batch, channels, generator=generator).topk(num_starts, dim=1).indices
     positions = (starts.unsqueeze(-1) + torch.arange(mask_length)).clamp_(0, channels - 1)
     return mask.scatter_(1, positions.flatten(1), True)
-
-
-def seeded_generator(*numbers: int) -> torch.Generator:
-    """A CPU generator seeded from integers (seed, epoch, sample ids...) reproducibly."""
-    value = 0x9E3779B97F4A7C15
-    for n in numbers:
-        value = (value * 6364136223846793005 + int(n) + 1442695040888963407) % (1 << 63)
-    return torch.Generator().manual_seed(value)

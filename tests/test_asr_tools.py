@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from cli_utils import REPO
 from d2v_plugin.asr import extract_features, infer, ngram, transcribe
 from d2v_plugin.asr.wer import cer, wer
-from d2v_plugin.masking import feature_lengths, parse_conv_spec
+from d2v_plugin.audio_frames import feature_lengths, parse_conv_spec
 
 pytestmark = pytest.mark.slow
 

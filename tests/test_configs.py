@@ -25,9 +25,11 @@ def compose(path: Path, overrides, cwd=REPO):
 def test_pretraining_config_composes_and_builds_the_model(path, tmp_path):
     import d2v_plugin  # noqa: F401
     from fairseq import tasks
+    from fairseq.dataclass.initialize import add_defaults
 
     cfg = compose(path, [f"task.data={tmp_path}", "optimization.max_update=123",
                          f"checkpoint.save_dir={tmp_path / 'ckpt'}"])
+    add_defaults(cfg)  # the yamls set only what differs from the dataclass defaults; the trainer does this
     assert cfg.task.data == str(tmp_path) and cfg.optimization.max_update == 123
     # TensorBoard on in every pretraining config, beside the run's checkpoints
     assert OmegaConf.to_container(cfg.common, resolve=True)["tensorboard_logdir"] == str(tmp_path / "ckpt" / "tb")

@@ -147,7 +147,7 @@ def test_target_and_pred_var_are_aggregated_over_ranks(runs):
 BATCH_STD_RANK = textwrap.dedent("""
     import json, sys
     import torch, torch.distributed as dist
-    from d2v_plugin.models.data2vec2 import batch_std
+    from d2v_plugin.models.objective import batch_std
     rank, port = int(sys.argv[1]), sys.argv[2]
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     g = torch.Generator().manual_seed(0)
@@ -162,7 +162,7 @@ BATCH_STD_RANK = textwrap.dedent("""
 def test_batch_std_all_reduce_equals_the_statistic_of_the_whole_batch():
     """The collapse monitor's statistic over 2 gloo ranks = the single-process statistic of
     the concatenated rows (exactly, up to float32 rounding), not the mean of per-rank values."""
-    from d2v_plugin.models.data2vec2 import batch_std
+    from d2v_plugin.models.objective import batch_std
 
     port = str(free_port())
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))

@@ -1,15 +1,19 @@
 """The multi-mask batch expander: masks made in the data loader, M rows per sample."""
+import pytest
 import torch
 
-from d2v_plugin.data.audio_dataset import AudioPretrainingDataset, ExpanderConfig
-from d2v_plugin.masking import feature_lengths, parse_conv_spec
+from d2v_plugin.audio_frames import feature_lengths, parse_conv_spec
+from d2v_plugin.data.audio_dataset import AudioPretrainingDataset
+from d2v_plugin.data.expander import BatchExpander, expand_rows
+from d2v_plugin.data.pretraining_dataset import seeded_generator
+from d2v_plugin.masking import BlockMaskSampler, sample_block_mask
 
 SPEC = parse_conv_spec("[(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64,2,2)] + [(64,2,2)]")
 
 
 def dataset(corpus, clone_batch=4):
-    return AudioPretrainingDataset(str(corpus / "train.tsv"), SPEC, min_sample_size=16000,
-                                   max_sample_size=48000, expander=ExpanderConfig(clone_batch, 0.5, 5, 0.05))
+    return AudioPretrainingDataset(str(corpus / "train.tsv"), SPEC, min_sample_size=16000, max_sample_size=48000,
+                                   expander=BatchExpander(clone_batch, BlockMaskSampler(0.5, 5, 0.05)))
 
 
 def test_expander_gives_m_rows_per_sample_with_equal_keep_counts(speech_corpus):
@@ -39,3 +43,22 @@ def test_expander_runs_inside_data_loader_workers(speech_corpus):
     assert [b["net_input"]["precomputed_mask"].shape[0] for b in batches] == [8, 12]
     in_process = ds.collater([ds[i] for i in (2, 3, 4)])["net_input"]["precomputed_mask"]
     assert torch.equal(batches[1]["net_input"]["precomputed_mask"], in_process)
+
+
+def test_expander_masks_are_the_samplers_for_batch_times_m_rows_and_refuse_bad_shapes():
+    expander = BatchExpander(3, BlockMaskSampler(0.5, 5, 0.05))
+    mask = expander.masks(2, 49, seeded_generator(1, 1, 7, 8))
+    assert torch.equal(mask, sample_block_mask(6, 49, 0.5, 5, 0.05, generator=seeded_generator(1, 1, 7, 8)))
+    bad = BatchExpander(2, lambda rows, length, gen: torch.zeros(rows, length + 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"mask_sampler must return a \(4, 10\) bool mask"):
+        bad.masks(2, 10, None)
+    with pytest.raises(ValueError, match="clone_batch must be >= 1"):
+        BatchExpander(0, BlockMaskSampler(0.5, 5))
+
+
+def test_expand_rows_puts_sample_b_on_the_rows_its_masks_own():
+    x = torch.arange(6.0).view(2, 3)
+    rows = expand_rows(x, 3)
+    assert rows.shape == (6, 3)
+    assert all(torch.equal(rows[b * 3 + m], x[b]) for b in range(2) for m in range(3))
+    assert expand_rows(None, 3) is None and expand_rows(x, 1) is x

@@ -12,12 +12,14 @@ from fairseq.data import iterators
 from PIL import Image, ImageFile
 
 import make_image_corpus as mic
+from d2v_plugin.data.expander import BatchExpander
 from d2v_plugin.data.image_dataset import ImagePretrainingDataset
 from d2v_plugin.data.image_folder import (BLACK, ImageFileError, load_rgb, scan_image_folder,
                                           to_rgb)
 from d2v_plugin.data.image_transforms import (EvalTransform, PretrainingAugmentation,
                                               random_resized_crop_box)
-from d2v_plugin.masking import sample_block_mask, seeded_generator
+from d2v_plugin.data.pretraining_dataset import seeded_generator
+from d2v_plugin.masking import sample_block_mask
 
 SIZE = 16  # corpus side in pixels: small keeps the tests fast
 RAW = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # tensors stay in [0, 1]
@@ -212,9 +214,10 @@ def test_eval_transform_resizes_and_centre_crops(photo):
         PretrainingAugmentation(scale=(0.0, 1.0))
 
 
-def _dataset(corpus, split="valid", **kw) -> ImagePretrainingDataset:
+def _dataset(corpus, split="valid", clone_batch=1, mask_sampler=None, **kw) -> ImagePretrainingDataset:
     aug = PretrainingAugmentation(input_size=SIZE, scale=(0.2, 1.0), hflip_prob=0.0)
-    return ImagePretrainingDataset(str(corpus), split, aug, num_patches=16, **kw)
+    expander = BatchExpander(clone_batch, mask_sampler) if mask_sampler is not None else None
+    return ImagePretrainingDataset(str(corpus), split, aug, num_patches=16, expander=expander, **kw)
 
 
 def test_items_are_reproducible_from_seed_epoch_and_index(corpus):

@@ -6,8 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from d2v_plugin.data.pretraining_dataset import seeded_generator
 from d2v_plugin.masking import (BlockMaskSampler, BlockMaskSampler2d, grid_shape, mask_info_from_mask,
-                                sample_block_mask_2d, sample_blocks_2d, seeded_generator)
+                                sample_block_mask_2d, sample_blocks_2d)
 from d2v_plugin.models.config import Data2Vec2Config, DecoderConfig
 from d2v_plugin.models.data2vec2 import Data2Vec2Model
 from d2v_plugin.models.decoder import Decoder2d
@@ -65,7 +66,7 @@ def test_inverse_2d_mask_has_equal_counts_and_the_requested_fraction(side, mask_
     assert (kept == kept[0]).all(), "every row must keep the same count"
     assert int(kept[0]) == int(L * (1 - mask_prob))
     assert abs(float(mask.float().mean()) - mask_prob) <= 1.0 / side  # int() rounding only
-    mask_info_from_mask(mask)  # accepted by the expander
+    mask_info_from_mask(mask)  # accepted by the model
 
 
 def test_inverse_2d_mask_keeps_mostly_whole_squares():
@@ -195,10 +196,10 @@ def test_image_model_trains_one_step_with_the_2d_masks_and_a_cls_loss():
     source = torch.randn(2, 3, 16, 16)
     mask = sampler(6, 16, torch.Generator().manual_seed(0))
     out = model(source, precomputed_mask=mask)
-    assert set(out["losses"]) == {"IMAGE_regression", "cls"}
-    assert out["losses"]["IMAGE_regression"].shape == (int(mask.sum()), 32)
-    assert out["losses"]["cls"].shape == (6, 32)
-    sum(v.sum() for v in out["losses"].values()).backward()
+    assert set(out.losses) == {"IMAGE_regression", "cls"}
+    assert out.losses["IMAGE_regression"].shape == (int(mask.sum()), 32)
+    assert out.losses["cls"].shape == (6, 32)
+    sum(v.sum() for v in out.losses.values()).backward()
     assert encoder.local_encoder.proj.weight.grad is not None
     assert encoder.fixed_positional_encoder.positions.grad is None  # fixed, not trained
     assert not any(n.endswith("positions") for n, p in model.named_parameters() if p.requires_grad)

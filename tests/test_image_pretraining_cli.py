@@ -191,7 +191,7 @@ def test_task_augments_train_only_converts_every_mode_and_expands_batches(digits
     assert mask.shape == (4 * 8, 64) and (mask.sum(1) == 52).all()
     with torch.no_grad():
         out = model(**batch["net_input"])
-    assert out["losses"]["IMAGE_regression"].shape == (4 * 8 * 52, 64)
+    assert out.losses["IMAGE_regression"].shape == (4 * 8 * 52, 64)
 
 
 def test_task_refuses_an_input_size_the_model_does_not_have(digits):

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from d2v_plugin.masking import (feature_lengths, mask_info_from_mask, num_block_starts, parse_conv_spec,
-                                receptive_field, sample_block_mask, sample_blocks)
+from d2v_plugin.audio_frames import feature_lengths, parse_conv_spec, receptive_field
+from d2v_plugin.masking import mask_info_from_mask, num_block_starts, sample_block_mask, sample_blocks
 
 BASE_SPEC = "[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]"
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from d2v_plugin.masking import sample_block_mask
 from d2v_plugin.models.blocks import Block, attention_mask
 from d2v_plugin.models.config import DecoderConfig
-from d2v_plugin.models.data2vec2 import RepresentationCollapse, batch_std
+from d2v_plugin.models.objective import RepresentationCollapse, batch_std
 from d2v_plugin.models.decoder import Decoder1d
 from d2v_plugin.models.ema import EMATeacher, ema_decay_at
 from d2v_plugin.models.targets import average_top_k
@@ -76,8 +76,8 @@ def test_teacher_encodes_each_sample_once_and_targets_line_up_with_the_student_r
     prediction = decoded[0]                                       # (B*M, T, D)
     rows, cols = mask.nonzero(as_tuple=True)
     expected = (prediction[rows, cols] - targets[rows // M, cols]) ** 2 / math.sqrt(32)
-    torch.testing.assert_close(out["losses"]["AUDIO_regression"], expected)
-    assert out["sample_size"] == mask.sum()
+    torch.testing.assert_close(out.losses["AUDIO_regression"], expected)
+    assert out.sample_size == mask.sum()
 
 
 def test_targets_equal_plain_instance_norm_of_top_k_layers_averaged():
@@ -115,7 +115,7 @@ def test_loss_is_l2_scaled_by_inverse_sqrt_dim_or_loss_scale_or_smooth_l1():
         local = model.modality_encoders["AUDIO"].local_features(source)
         y = model.teacher_targets(source, local, None)
         rows, cols = mask.nonzero(as_tuple=True)
-        return out["losses"]["AUDIO_regression"], captured["p"][rows, cols], y[rows // 3, cols]
+        return out.losses["AUDIO_regression"], captured["p"][rows, cols], y[rows // 3, cols]
 
     loss, x, y = losses()
     torch.testing.assert_close(loss, F.mse_loss(x, y, reduction="none") / math.sqrt(32))
@@ -142,7 +142,7 @@ def test_data2vec1_recipe_encodes_masked_frames_with_a_learned_embedding():
     mask = sample_block_mask(2, 49, 0.65, 10, generator=torch.Generator().manual_seed(0))
     out = model(torch.randn(2, 16000), precomputed_mask=mask)
     assert lengths == [49]
-    loss = out["losses"]["AUDIO_regression"].sum()
+    loss = out.losses["AUDIO_regression"].sum()
     loss.backward()
     assert model.modality_encoders["AUDIO"].mask_emb.grad.abs().sum() > 0
     assert "modality_encoders.AUDIO.mask_emb" not in dict(model.teacher.model.named_parameters())
@@ -205,7 +205,7 @@ def test_bf16_student_keeps_teacher_targets_and_loss_in_float32():
     assert all(p.dtype == torch.float32 for p in model.teacher.model.parameters())
     mask = sample_block_mask(6, 49, 0.5, 5, generator=torch.Generator().manual_seed(0))
     out = model(torch.randn(2, 16000).to(torch.bfloat16), precomputed_mask=mask)
-    loss = out["losses"]["AUDIO_regression"]
+    loss = out.losses["AUDIO_regression"]
     assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
     loss.sum().backward()
     assert model.blocks[0].mlp.fc1.weight.grad.dtype == torch.bfloat16

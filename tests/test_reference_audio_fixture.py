@@ -86,8 +86,9 @@ def _run_objective(model, task, source: torch.Tensor, padding_mask: Optional[tor
              for k, block in enumerate(model.teacher.model.blocks)]
     hooks.append(encoder.decoder.register_forward_hook(
         lambda _m, _i, out: captured.__setitem__("decoder_out", out)))
-    orig_targets, orig_decoder_input, orig_regression = (
-        model.teacher_targets, encoder.decoder_input, model._regression)
+    hooks.append(model.register_forward_hook(  # the model's ObjectiveResult
+        lambda _m, _i, out: captured.__setitem__("net_output", out)))
+    orig_targets, orig_decoder_input = model.teacher_targets, encoder.decoder_input
 
     def teacher_targets(*args, **kwargs):
         captured["targets"] = orig_targets(*args, **kwargs)
@@ -99,13 +100,8 @@ def _run_objective(model, task, source: torch.Tensor, padding_mask: Optional[tor
         captured["decoder_input"] = orig_decoder_input(x, mask_info)
         return captured["decoder_input"]
 
-    def regression(*args, **kwargs):
-        captured["net_output"] = orig_regression(*args, **kwargs)
-        return captured["net_output"]
-
     old_std = encoder.modality_cfg.mask_noise_std
-    model.teacher_targets, encoder.decoder_input, model._regression = (
-        teacher_targets, decoder_input, regression)
+    model.teacher_targets, encoder.decoder_input = teacher_targets, decoder_input
     encoder.modality_cfg.mask_noise_std = mask_noise_std
     try:
         sample = {"id": torch.arange(source.size(0)),
@@ -118,7 +114,7 @@ def _run_objective(model, task, source: torch.Tensor, padding_mask: Optional[tor
         encoder.modality_cfg.mask_noise_std = old_std
         for hook in hooks:
             hook.remove()
-        del model.teacher_targets, encoder.decoder_input, model._regression
+        del model.teacher_targets, encoder.decoder_input
     captured.update(loss=loss, sample_size=sample_size, logging_output=logging_output)
     return captured
 
@@ -280,7 +276,7 @@ def _check_scalars(captured: Dict, key: str) -> None:
         print(f"[reference fixture] {key} {name}: max abs diff {abs(ours - expected):.3g}")
         assert abs(ours - expected) <= ATOL, (name, ours, expected)
     assert abs(float(log["masked_pct"]) - ref["net_output_scalars"]["masked_pct"]) <= 1e-12
-    losses = captured["net_output"]["losses"]
+    losses = captured["net_output"].losses
     assert set(losses) == set(ref["losses_shape"])
     for name, shape in ref["losses_shape"].items():
         assert list(losses[name].shape) == shape
@@ -328,7 +324,7 @@ def test_reference_objective_decoder_output_matches(objective):
 
 
 def test_reference_objective_loss_elements_match(objective):
-    REF.assert_matches(objective["net_output"]["losses"]["AUDIO_regression"], "obj_loss_elements")
+    REF.assert_matches(objective["net_output"].losses["AUDIO_regression"], "obj_loss_elements")
 
 
 def test_reference_objective_criterion_scalars_match(objective):
@@ -344,7 +340,7 @@ def test_reference_objective_without_padding_decoder_output_matches(objective_no
 
 
 def test_reference_objective_without_padding_loss_elements_match(objective_no_padding):
-    REF.assert_matches(objective_no_padding["net_output"]["losses"]["AUDIO_regression"],
+    REF.assert_matches(objective_no_padding["net_output"].losses["AUDIO_regression"],
                    "objnp_loss_elements")
 
 

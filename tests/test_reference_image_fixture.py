@@ -128,7 +128,9 @@ def objective(loaded):
              for k, block in enumerate(model.teacher.model.blocks)]
     hooks.append(encoder.decoder.register_forward_hook(
         lambda _m, _i, out: captured.__setitem__("decoder_out", out)))
-    orig_targets, orig_decode, orig_regression = model.teacher_targets, encoder.decode, model._regression
+    hooks.append(model.register_forward_hook(  # the model's ObjectiveResult
+        lambda _m, _i, out: captured.__setitem__("net_output", out)))
+    orig_targets, orig_decode = model.teacher_targets, encoder.decode
 
     def teacher_targets(*args, **kwargs):
         captured["targets"] = orig_targets(*args, **kwargs)
@@ -138,12 +140,8 @@ def objective(loaded):
         captured["student_encoder_out"], captured["mask_info"] = x, mask_info
         return orig_decode(x, mask_info)
 
-    def regression(*args, **kwargs):
-        captured["net_output"] = orig_regression(*args, **kwargs)
-        return captured["net_output"]
-
     old = model.cfg.clone_batch, encoder.cfg.mask_noise_std
-    model.teacher_targets, encoder.decode, model._regression = teacher_targets, decode, regression
+    model.teacher_targets, encoder.decode = teacher_targets, decode
     model.cfg.clone_batch, encoder.cfg.mask_noise_std = CLONE_BATCH, NOISE_FREE
     try:
         source = REF.tensor("batch_source")
@@ -156,7 +154,7 @@ def objective(loaded):
         model.cfg.clone_batch, encoder.cfg.mask_noise_std = old
         for hook in hooks:
             hook.remove()
-        del model.teacher_targets, encoder.decode, model._regression
+        del model.teacher_targets, encoder.decode
     captured.update(loss=loss, sample_size=sample_size, logging_output=logging_output)
     return captured
 
@@ -317,11 +315,11 @@ def test_reference_image_decoder_output_matches(objective):
 
 
 def test_reference_image_regression_loss_elements_match(objective):
-    REF.assert_matches(objective["net_output"]["losses"]["IMAGE_regression"], "obj_loss_elements_IMAGE_regression")
+    REF.assert_matches(objective["net_output"].losses["IMAGE_regression"], "obj_loss_elements_IMAGE_regression")
 
 
 def test_reference_image_cls_loss_elements_match(objective):
-    REF.assert_matches(objective["net_output"]["losses"]["cls"], "obj_loss_elements_cls")
+    REF.assert_matches(objective["net_output"].losses["cls"], "obj_loss_elements_cls")
 
 
 def test_reference_image_objective_scalars_match(objective):
@@ -329,7 +327,7 @@ def test_reference_image_objective_scalars_match(objective):
     loss = float(objective["loss"])
     print(f"[reference image fixture] loss: ours {loss:.6f} reference {ref['criterion_loss_sum']:.6f}")
     assert math.isclose(loss, ref["criterion_loss_sum"], rel_tol=LOSS_RTOL)
-    losses = objective["net_output"]["losses"]
+    losses = objective["net_output"].losses
     for name, total in ref["losses_sum"].items():
         assert math.isclose(float(losses[name].sum()), total, rel_tol=LOSS_RTOL), name
         assert list(losses[name].shape) == ref["losses_shape"][name]

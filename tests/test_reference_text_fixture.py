@@ -129,8 +129,9 @@ def _run_objective(model, mask_noise_std: float) -> Dict:
              for k, block in enumerate(model.teacher.model)]
     hooks.append(encoder.decoder.register_forward_hook(
         lambda _m, _i, out: captured.__setitem__("decoder_out", out)))
-    orig_targets, orig_decoder_input, orig_regression = (
-        model.teacher_targets, encoder.decoder_input, model._regression)
+    hooks.append(model.register_forward_hook(  # the model's ObjectiveResult
+        lambda _m, _i, out: captured.__setitem__("net_output", out)))
+    orig_targets, orig_decoder_input = model.teacher_targets, encoder.decoder_input
 
     def teacher_targets(*args, **kwargs):
         captured["targets"] = orig_targets(*args, **kwargs)
@@ -141,13 +142,8 @@ def _run_objective(model, mask_noise_std: float) -> Dict:
         captured["decoder_input"] = orig_decoder_input(x, mask_info)
         return captured["decoder_input"]
 
-    def regression(*args, **kwargs):
-        captured["net_output"] = orig_regression(*args, **kwargs)
-        return captured["net_output"]
-
     old_std = encoder.modality_cfg.mask_noise_std
-    model.teacher_targets, encoder.decoder_input, model._regression = (
-        teacher_targets, decoder_input, regression)
+    model.teacher_targets, encoder.decoder_input = teacher_targets, decoder_input
     encoder.modality_cfg.mask_noise_std = mask_noise_std
     try:
         sample = {"id": torch.arange(source.size(0)),
@@ -160,7 +156,7 @@ def _run_objective(model, mask_noise_std: float) -> Dict:
         encoder.modality_cfg.mask_noise_std = old_std
         for hook in hooks:
             hook.remove()
-        del model.teacher_targets, encoder.decoder_input, model._regression
+        del model.teacher_targets, encoder.decoder_input
     captured.update(loss=loss, sample_size=sample_size, logging_output=logging_output)
     return captured
 
@@ -332,7 +328,7 @@ def test_reference_text_objective_decoder_output_matches(objective):
 
 def test_reference_text_objective_loss_elements_match(objective):
     """[40, 64]: 8 rows x 5 masked positions, masked *padded* positions included as upstream."""
-    REF.assert_matches(objective["net_output"]["losses"]["TEXT_regression"], "obj_loss_elements_TEXT_regression")
+    REF.assert_matches(objective["net_output"].losses["TEXT_regression"], "obj_loss_elements_TEXT_regression")
 
 
 def test_reference_text_objective_criterion_scalars_match(objective):
@@ -348,7 +344,7 @@ def test_reference_text_objective_criterion_scalars_match(objective):
         print(f"[reference text fixture] obj {name}: ours {ours:.6g} reference {expected:.6g}")
         assert abs(ours - expected) <= ATOL, (name, ours, expected)
     assert abs(float(log["masked_pct"]) - ref["net_output_scalars"]["masked_pct"]) <= 1e-12
-    assert {k: list(v.shape) for k, v in objective["net_output"]["losses"].items()} == ref["losses_shape"]
+    assert {k: list(v.shape) for k, v in objective["net_output"].losses.items()} == ref["losses_shape"]
 
 
 def test_reference_text_objective_with_mask_noise_is_close_and_uses_the_noise(loaded, objective):

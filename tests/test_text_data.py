@@ -9,6 +9,7 @@ import pytest
 import torch
 from fairseq.data import Dictionary, data_utils
 
+from d2v_plugin.data.expander import BatchExpander
 from d2v_plugin.data.text_dataset import (TextPretrainingDataset, encode_labelled_lines,
                                           load_text_blocks, load_text_dictionary)
 from d2v_plugin.text import prepare
@@ -207,11 +208,12 @@ def test_blocks_are_bos_plus_the_token_stream(prepared):
         load_text_blocks(str(out / "data-bin"), "nosuch", d, 16)
 
 
-def _dataset(prepared, **kwargs):
+def _dataset(prepared, clone_batch=1, mask_sampler=None, **kwargs):
     out, _ = prepared
     d = load_text_dictionary(str(out / "data-bin"))
     blocks = load_text_blocks(str(out / "data-bin"), "test", d, tokens_per_sample=32)
-    return TextPretrainingDataset(blocks, d, **kwargs), d
+    expander = BatchExpander(clone_batch, mask_sampler) if mask_sampler is not None else None
+    return TextPretrainingDataset(blocks, d, expander=expander, **kwargs), d
 
 
 def test_collater_pads_right_and_marks_padding(prepared):

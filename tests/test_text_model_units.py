@@ -145,9 +145,9 @@ def test_text_pretraining_forward_on_a_padded_batch():
     tokens = _tokens([0, 5, 9, 4, 6, 7, 8, 2], [0, 8, 3, 2], length=8)
     mask = sample_block_mask(2 * 3, 8, 0.48, 1, generator=torch.Generator().manual_seed(0))
     result = model(tokens, padding_mask=tokens.eq(PAD), precomputed_mask=mask)
-    loss = result["losses"]["TEXT_regression"]
+    loss = result.losses["TEXT_regression"]
     assert loss.shape == (int(mask.sum()), 32) and int(mask.sum()) == 6 * int(8 * 0.48)
-    assert float(result["sample_size"]) == int(mask.sum())
+    assert float(result.sample_size) == int(mask.sum())
     loss.sum().backward()
     grad = model.modality_encoders["TEXT"].local_encoder.embed_tokens.weight.grad
     assert grad is not None and float(grad.abs().sum()) > 0

@@ -10,7 +10,7 @@ teacher and the decoder are not) or a fine-tuned ``wav2vec_ctc`` one (its encode
 the CTC head; the pretrained file it came from is not needed).
 
 ``--layer`` picks what is written, each (T, D) float32 with T the conv frame count of the
-utterance (``d2v_plugin.masking.feature_lengths``) and D the model width:
+utterance (``d2v_plugin.audio_frames.feature_lengths``) and D the model width:
 
 * ``final``: the encoder output ``x`` (what the CTC head of a fine-tuned model reads);
 * ``N`` (an integer): ``layer_results[N]`` of ``extract_features``, 0-based, negative counts
@@ -100,9 +100,9 @@ def extract(checkpoint: str, data: str, split: str, out_dir: str, layer: Layer =
             show_progress: bool = False) -> FeatureResult:
     """Write one ``.npy`` per utterance of ``<data>/<split>.tsv`` plus ``features.tsv``
     (``show_progress``: a live progress line on stderr, see ``console.Progress``)."""
+    from d2v_plugin.audio_frames import feature_lengths, receptive_field
     from d2v_plugin.data.audio_dataset import load_audio
     from d2v_plugin.data.manifest import read_manifest
-    from d2v_plugin.masking import feature_lengths, receptive_field
 
     from .checkpoint import load_encoder
 

@@ -1,4 +1,7 @@
-"""Criterion: sums the model's per-element losses and logs the collapse monitors."""
+"""Criterion: sums the model's per-element losses and logs the collapse monitors.
+
+The model returns a typed ``ObjectiveResult`` (``models/objective.py``); this is the one place
+it becomes fairseq's string-keyed logging dict."""
 from typing import Dict, List
 
 import torch
@@ -23,8 +26,8 @@ def _half_precision(model) -> bool:
 class Data2VecCriterion(FairseqCriterion):
     def forward(self, model, sample, reduce: bool = True):
         result = model(**sample["net_input"])
-        sample_size = result["sample_size"]
-        loss = sum(term.float().sum() for term in result["losses"].values())
+        sample_size = result.sample_size
+        loss = sum(term.float().sum() for term in result.losses.values())
         if not torch.isfinite(loss) and not _half_precision(model):
             # A clear stop, never averaged in. The dataset rejects non-finite audio, so a
             # finite batch here means the model itself produced it: training diverged. Under
@@ -47,9 +50,8 @@ class Data2VecCriterion(FairseqCriterion):
             "nforwards": 1,
         }
         for key in MEAN_STATS:
-            if key in result:
-                value = result[key]
-                logging_output[key] = value.detach().float() if torch.is_tensor(value) else float(value)
+            value = getattr(result, key)
+            logging_output[key] = value.detach().float() if torch.is_tensor(value) else float(value)
         return loss, sample_size, logging_output
 
     @staticmethod

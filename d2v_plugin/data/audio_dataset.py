@@ -1,12 +1,8 @@
-"""Raw-audio dataset whose collater is the multi-mask batch expander.
-
-Masks are sampled here, inside the data-loader workers, with a generator seeded from
-(seed, epoch, sample ids): the training step samples nothing and a resumed run sees the
-same masks as an uninterrupted one.
-"""
+"""Raw-audio pretraining dataset: utterances cropped to the batch's shortest, plus the
+student masks of the batch expander (``expander.py``), drawn after the crops from the same
+generator seeded by (seed, epoch, sample ids)."""
 import logging
 import os
-from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -14,7 +10,8 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from ..masking import ConvSpec, feature_lengths, receptive_field, sample_block_mask
+from ..audio_frames import ConvSpec, feature_lengths, receptive_field
+from .expander import BatchExpander
 from .manifest import ManifestEntry, read_manifest
 from .pretraining_dataset import PretrainingDataset
 
@@ -23,17 +20,6 @@ logger = logging.getLogger(__name__)
 
 class AudioFileError(ValueError):
     """An audio file that cannot be used, naming the file and its manifest line."""
-
-
-@dataclass
-class ExpanderConfig:
-    """How the collater masks each batch: M = clone_batch rows per sample."""
-
-    clone_batch: int
-    mask_prob: float
-    mask_length: int
-    mask_prob_adjust: float = 0.0
-    inverse_mask: bool = False
 
 
 def load_audio(entry: ManifestEntry, manifest: str, sample_rate: int) -> np.ndarray:
@@ -62,9 +48,9 @@ def load_audio(entry: ManifestEntry, manifest: str, sample_rate: int) -> np.ndar
 class AudioPretrainingDataset(PretrainingDataset):
     def __init__(self, manifest_path: str, conv_spec: ConvSpec, sample_rate: int = 16000,
                  min_sample_size: int = 0, max_sample_size: Optional[int] = None,
-                 normalize: bool = True, expander: Optional[ExpanderConfig] = None,
+                 normalize: bool = True, expander: Optional[BatchExpander] = None,
                  seed: int = 1, shuffle: bool = True):
-        super().__init__(seed=seed, shuffle=shuffle)
+        super().__init__(seed=seed, shuffle=shuffle, expander=expander)
         self.conv_spec = conv_spec
         min_samples = max(min_sample_size, receptive_field(conv_spec))
         self.manifest = read_manifest(manifest_path, min_samples=min_samples)
@@ -72,7 +58,6 @@ class AudioPretrainingDataset(PretrainingDataset):
         self.sample_rate = sample_rate
         self.max_sample_size = max_sample_size or max(e.num_samples for e in self.entries)
         self.normalize = normalize
-        self.expander = expander
         self.sizes = np.array([min(e.num_samples, self.max_sample_size) for e in self.entries], dtype=np.int64)
 
     def __len__(self) -> int:
@@ -104,10 +89,7 @@ class AudioPretrainingDataset(PretrainingDataset):
             start = int(torch.randint(excess + 1, (1,), generator=gen)) if excess > 0 else 0
             sources.append(s["source"][start:start + length])
         batch = {"id": torch.LongTensor(ids), "net_input": {"source": torch.stack(sources)}}
-        if self.expander is not None:
-            e = self.expander
-            frames = int(feature_lengths(length, self.conv_spec))
-            batch["net_input"]["precomputed_mask"] = sample_block_mask(
-                len(samples) * e.clone_batch, frames, e.mask_prob, e.mask_length,
-                e.mask_prob_adjust, e.inverse_mask, generator=gen)
+        mask = self.student_masks(ids, int(feature_lengths(length, self.conv_spec)), gen)
+        if mask is not None:
+            batch["net_input"]["precomputed_mask"] = mask  # (B*M, frames)
         return batch

@@ -1,4 +1,5 @@
-"""Image-folder dataset whose collater is the multi-mask batch expander.
+"""Image-folder pretraining dataset: one augmented view per image, plus the student masks
+of the batch expander (``expander.py``).
 
 Each item is one augmented view of one image: the model shows that same view to the
 teacher (unmasked, once) and to the student (M = clone_batch masked copies), so the
@@ -16,9 +17,9 @@ import torch
 from fairseq.data import data_utils
 from PIL import Image
 
-from ..masking import seeded_generator
+from .expander import BatchExpander
 from .image_folder import WHITE, ImageFolder, load_rgb, scan_image_folder
-from .pretraining_dataset import MaskSampler, PretrainingDataset
+from .pretraining_dataset import PretrainingDataset, seeded_generator
 
 logger = logging.getLogger(__name__)
 
@@ -36,30 +37,25 @@ class ImagePretrainingDataset(PretrainingDataset):
     num_patches:  tokens per image seen by the model (patches only, no CLS token); it is
                   each item's size, so ``max_tokens`` batching works, but images are
                   usually batched by count (``dataset.batch_size``).
-    clone_batch:  M, masked copies per image made by the model.
-    mask_sampler: when given, the collater adds ``net_input["precomputed_mask"]`` =
-                  ``mask_sampler(B * clone_batch, num_patches, gen)``. It must be picklable
-                  (a module-level function or functools.partial, not a lambda) when
+    expander:     when given, the collater adds its (B * M, num_patches) masks as
+                  ``net_input["precomputed_mask"]``. Its sampler must be picklable (a
+                  module-level function or functools.partial, not a lambda) when
                   data-loader workers are spawned.
     classes:      the class list to label with (pass the train split's for valid/test).
     background:   colour transparent pixels are composited on.
     """
 
     def __init__(self, root: str, split: str, transform: ImageTransform, num_patches: int,
-                 clone_batch: int = 1, mask_sampler: Optional[MaskSampler] = None,
+                 expander: Optional[BatchExpander] = None,
                  seed: int = 1, shuffle: bool = True, classes: Optional[Sequence[str]] = None,
                  background: Tuple[int, int, int] = WHITE):
-        super().__init__(seed=seed, shuffle=shuffle)
+        super().__init__(seed=seed, shuffle=shuffle, expander=expander)
         if num_patches < 1:
             raise ValueError(f"num_patches must be >= 1, got {num_patches}")
-        if clone_batch < 1:
-            raise ValueError(f"clone_batch must be >= 1, got {clone_batch}")
         self.folder: ImageFolder = scan_image_folder(root, split, classes)
         self.classes = self.folder.classes
         self.transform = transform
         self.num_patches = num_patches
-        self.clone_batch = clone_batch
-        self.mask_sampler = mask_sampler
         self.background = background
         self.sizes = np.full(len(self.folder), num_patches, dtype=np.int64)
 
@@ -96,7 +92,7 @@ class ImagePretrainingDataset(PretrainingDataset):
             "nsentences": batch_size,
             "ntokens": batch_size * self.num_patches,
         }
-        if self.mask_sampler is not None:
-            batch["net_input"]["precomputed_mask"] = self.sample_mask(  # (B*M, num_patches)
-                self.mask_sampler, ids, batch_size * self.clone_batch, self.num_patches)
+        mask = self.student_masks(ids, self.num_patches)
+        if mask is not None:
+            batch["net_input"]["precomputed_mask"] = mask  # (B*M, num_patches)
         return batch

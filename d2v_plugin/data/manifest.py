@@ -2,7 +2,7 @@
 import logging
 import os
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +24,9 @@ class Manifest:
     path: str
     root: str
     entries: List[ManifestEntry]
-    skipped_short: int
 
 
-def read_manifest(path: str, min_samples: int = 0, max_samples: Optional[int] = None) -> Manifest:
+def read_manifest(path: str, min_samples: int = 0) -> Manifest:
     """Parse a manifest; utterances shorter than ``min_samples`` are skipped with a warning
     and a count (the usual fairseq behaviour), everything malformed raises ManifestError."""
     if not os.path.isfile(path):
@@ -55,4 +54,4 @@ def read_manifest(path: str, min_samples: int = 0, max_samples: Optional[int] = 
     if not entries:
         raise ManifestError(f"{path}: no usable utterances (lines: {len(lines) - 1}, "
                             f"shorter than {min_samples} samples: {skipped})")
-    return Manifest(path=path, root=root, entries=entries, skipped_short=skipped)
+    return Manifest(path=path, root=root, entries=entries)

@@ -6,20 +6,26 @@ samples, is a function of (seed, epoch, sample ids) only: ``ordered_indices`` is
 with (seed, epoch), the collater's generator with (seed, epoch, *ids). Nothing depends on
 the training step's RNG state or on which worker builds a batch, which is what makes a
 resumed run see exactly the batches, crops and masks of an uninterrupted one. Keeping that
-plumbing in one place keeps the three modalities resuming the same way.
+plumbing in one place keeps the three modalities resuming the same way; the masks
+themselves come from the batch expander (``expander.py``).
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
 from fairseq.data import FairseqDataset, data_utils
 
-from ..masking import seeded_generator
+from .expander import BatchExpander
 
-# (num_rows, length, generator) -> (num_rows, length) bool, True = masked.
-MaskSampler = Callable[[int, int, torch.Generator], torch.Tensor]
+
+def seeded_generator(*numbers: int) -> torch.Generator:
+    """A CPU generator seeded from integers (seed, epoch, sample ids...) reproducibly."""
+    value = 0x9E3779B97F4A7C15
+    for n in numbers:
+        value = (value * 6364136223846793005 + int(n) + 1442695040888963407) % (1 << 63)
+    return torch.Generator().manual_seed(value)
 
 
 class PretrainingDataset(FairseqDataset):
@@ -27,14 +33,16 @@ class PretrainingDataset(FairseqDataset):
 
     Subclasses set ``self.sizes`` (int64, one size per item: what ``max_tokens`` batching
     and the size-sorted order use) and implement ``__len__``, ``__getitem__`` and
-    ``collater``; the collater draws from :meth:`batch_generator` (or calls
-    :meth:`sample_mask`) so its draws are functions of (seed, epoch, ids).
+    ``collater``; the collater draws from :meth:`batch_generator` and gets its student
+    masks from :meth:`student_masks`, so its draws are functions of (seed, epoch, ids).
+    ``expander`` (None: no masks, e.g. evaluation-only data) is the batch expander.
     """
 
-    def __init__(self, seed: int = 1, shuffle: bool = True):
+    def __init__(self, seed: int = 1, shuffle: bool = True, expander: Optional[BatchExpander] = None):
         super().__init__()
         self.seed = seed
         self.shuffle = shuffle
+        self.expander = expander
         self.epoch = 1
         self.sizes: Optional[np.ndarray] = None
 
@@ -68,11 +76,11 @@ class PretrainingDataset(FairseqDataset):
         """The collater's generator for the batch of sample ``ids``, seeded by (seed, epoch, *ids)."""
         return seeded_generator(self.seed, self.epoch, *ids)
 
-    def sample_mask(self, mask_sampler: MaskSampler, ids: List[int], rows: int,
-                    length: int) -> torch.Tensor:
-        """``mask_sampler(rows, length, batch_generator(ids))``, checked to be (rows, length) bool."""
-        mask = mask_sampler(rows, length, self.batch_generator(ids))
-        if tuple(mask.shape) != (rows, length) or mask.dtype != torch.bool:
-            raise ValueError(f"mask_sampler must return a ({rows}, {length}) bool mask, got "
-                             f"{mask.dtype} {tuple(mask.shape)}, expected torch.bool ({rows}, {length})")
-        return mask
+    def student_masks(self, ids: List[int], length: int,
+                      generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
+        """The expander's (len(ids) * M, length) masks for the batch of sample ``ids``, drawn
+        from ``generator`` (default: a fresh :meth:`batch_generator`); None without an expander."""
+        if self.expander is None:
+            return None
+        return self.expander.masks(len(ids), length,
+                                   generator if generator is not None else self.batch_generator(ids))

@@ -1,4 +1,5 @@
-"""Text pretraining data: fixed-length token blocks whose collater is the multi-mask batch expander.
+"""Text pretraining data: fixed-length token blocks plus the student masks of the batch
+expander (``expander.py``).
 
 Reads what ``d2v-text-prep`` writes (``data-bin/dict.txt`` + mmap ``<split>.bin/.idx``) the
 way fairseq's ``masked_lm`` task does: the split's token stream (every line ends with
@@ -18,7 +19,8 @@ import numpy as np
 import torch
 from fairseq.data import Dictionary, FairseqDataset, PrependTokenDataset, TokenBlockDataset, data_utils
 
-from .pretraining_dataset import MaskSampler, PretrainingDataset
+from .expander import BatchExpander
+from .pretraining_dataset import PretrainingDataset
 
 logger = logging.getLogger(__name__)
 
@@ -65,23 +67,16 @@ def load_text_blocks(data_dir: str, split: str, dictionary: Dictionary, tokens_p
 
 
 class TextPretrainingDataset(PretrainingDataset):
-    """Token blocks batched for data2vec 2.0: right-padded sources, padding mask, and, with a
-    ``mask_sampler``, ``clone_batch`` precomputed masks per sample.
-
-    ``mask_sampler(rows, length, generator)`` returns a (rows, length) bool mask, True =
-    masked; it is called with rows = batch size * clone_batch and length = the padded batch
-    length, and may mask padding positions (the model excludes them via padding_mask).
+    """Token blocks batched for data2vec 2.0: right-padded sources, padding mask, and, with an
+    ``expander``, its M precomputed masks per sample over the padded batch length (they may
+    mask padding positions: the model excludes those via padding_mask).
     """
 
-    def __init__(self, blocks: FairseqDataset, dictionary: Dictionary, clone_batch: int = 1,
-                 mask_sampler: Optional[MaskSampler] = None, seed: int = 1, shuffle: bool = True):
-        super().__init__(seed=seed, shuffle=shuffle)
-        if clone_batch < 1:
-            raise ValueError(f"clone_batch must be >= 1, got {clone_batch}")
+    def __init__(self, blocks: FairseqDataset, dictionary: Dictionary,
+                 expander: Optional[BatchExpander] = None, seed: int = 1, shuffle: bool = True):
+        super().__init__(seed=seed, shuffle=shuffle, expander=expander)
         self.blocks = blocks
         self.pad = dictionary.pad()
-        self.clone_batch = clone_batch
-        self.mask_sampler = mask_sampler
         self.sizes = np.asarray(blocks.sizes, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -102,9 +97,9 @@ class TextPretrainingDataset(PretrainingDataset):
         source = data_utils.collate_tokens([s["source"] for s in samples], self.pad)  # (B, T)
         padding_mask = source.eq(self.pad)                                           # (B, T)
         net_input = {"source": source, "padding_mask": padding_mask}
-        if self.mask_sampler is not None:
-            net_input["precomputed_mask"] = self.sample_mask(                        # (B*M, T)
-                self.mask_sampler, ids, len(samples) * self.clone_batch, source.size(1))
+        mask = self.student_masks(ids, source.size(1))
+        if mask is not None:
+            net_input["precomputed_mask"] = mask                                     # (B*M, T)
         return {"id": torch.LongTensor(ids), "net_input": net_input,
                 "ntokens": int((~padding_mask).sum()), "nsentences": len(samples)}
 

@@ -116,7 +116,7 @@ def resolved_model_cfg(model_cfg: Dict[str, Any], where: str) -> Dict[str, Any]:
 
 def hf_config_kwargs(cfg: Dict[str, Any], weights: Dict[str, torch.Tensor]) -> Dict[str, Any]:
     """Our resolved model config (+ shapes read from the weights) -> ``Data2Vec2Config`` kwargs."""
-    from ..masking import parse_conv_spec
+    from ..audio_frames import parse_conv_spec
 
     modality = cfg["supported_modality"]
     m = cfg["modalities"][modality.lower()]

@@ -6,13 +6,12 @@ import torch.nn as nn
 from fairseq.models.wav2vec.wav2vec2 import ConvFeatureExtractionModel
 from fairseq.modules import GradMultiply, SamePad, TransposeLast
 
-from ..masking import feature_lengths, parse_conv_spec, receptive_field
+from ..audio_frames import feature_lengths, parse_conv_spec, receptive_field
 from .config import AudioModalityConfig, Data2Vec2Config
 from .decoder import Decoder1d
-from .modality import ContextEncoder, ModalityEncoder, register_modality
+from .modality import ContextEncoder, ModalityEncoder
 
 
-@register_modality("AUDIO")
 class AudioEncoder(ModalityEncoder):
     """Waveform -> 50 Hz frames; positions come from a conv over the (masked) frames."""
 

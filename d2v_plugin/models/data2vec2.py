@@ -1,52 +1,30 @@
 """data2vec 2.0 (and the data2vec 1.0 recipe as a configuration of it).
 
-forward = encode local features -> expand & mask -> student -> decoder; teacher -> targets.
-Registered under the reference implementation's name ``data2vec_multi`` so that its
+forward = encode local features -> expand & mask (``data/expander.py``) -> student ->
+decoder; teacher -> targets; the losses and monitors are ``objective.py``'s. Each stage is a
+public method (``student_masks``, ``run_blocks``, ``teacher_targets``, ``objective``), so tools
+can observe or time one without touching private code. Registered under the reference implementation's name ``data2vec_multi`` so that its
 checkpoints load as they are and fairseq's ``wav2vec_ctc`` fine-tunes ours the same way.
 """
 import logging
-import math
 from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from fairseq.models import BaseFairseqModel, register_model
 from fairseq.modules.transformer_sentence_encoder import init_bert_params
 
+from ..data.expander import expand_rows
 from ..masking import MaskInfo, mask_info_from_mask
-from . import audio_encoder  # noqa: F401  (registers AUDIO)
-from . import image_encoder  # noqa: F401  (registers IMAGE)
-from . import text_encoder  # noqa: F401  (registers TEXT)
 from .config import Data2Vec2Config
 from .ema import EMATeacher, ema_decay_at
-from .modality import MODALITY_ENCODERS, Contextualized, LayerMasks, ModalityEncoder, make_block
+from .modality import Contextualized, LayerMasks, ModalityEncoder, make_block
+from .modality_encoders import MODALITY_ENCODERS
+from .objective import ObjectiveResult, pretraining_objective
 from .targets import average_top_k
 
 logger = logging.getLogger(__name__)
-
-
-class RepresentationCollapse(RuntimeError):
-    """Raised when the teacher targets or the predictions lose their variance."""
-
-
-def batch_std(y: torch.Tensor) -> torch.Tensor:
-    """Mean over channels of the std across all positions, all-reduced over workers.
-
-    One all-reduce of (count, sum, sum of squares) on the tensor's own device, so it works
-    with gloo on CPU as well as NCCL on GPU.
-    """
-    y = y.reshape(-1, y.size(-1)).float()
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        stats = torch.cat([y.new_full((1,), y.size(0)), y.sum(0), (y * y).sum(0)])
-        dist.all_reduce(stats)
-        n, total, total_sq = stats[0], stats[1:1 + y.size(1)], stats[1 + y.size(1):]
-        var = total_sq / (n - 1) - total * total / (n * (n - 1))
-    else:
-        var = y.var(dim=0)
-    return torch.sqrt(var + 1e-6).mean()
 
 
 @register_model("data2vec_multi", dataclass=Data2Vec2Config)
@@ -120,7 +98,9 @@ class Data2Vec2Model(BaseFairseqModel):
     def forward(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
                 mask: bool = True, features_only: bool = False,
                 precomputed_mask: Optional[torch.Tensor] = None, mode: Optional[str] = None,
-                remove_extra_tokens: bool = True, **unused) -> Dict:
+                remove_extra_tokens: bool = True, **unused):
+        """Pretraining: an ``ObjectiveResult`` (what the criterion sums and logs). With
+        ``features_only``: ``extract_features``'s dict."""
         if features_only:
             return self.extract_features(source, padding_mask, mask=mask, mode=mode,
                                          remove_extra_tokens=remove_extra_tokens)
@@ -130,17 +110,14 @@ class Data2Vec2Model(BaseFairseqModel):
         local = encoder.local_features(source)                                 # (B, T, D)
         B, T, _ = local.shape
         frame_padding = encoder.frame_padding_mask(source, padding_mask, T)    # (B, T) | None
-        mask_info = self._student_masks(encoder, precomputed_mask, B * clones, T, local.device)
+        mask_info = self.student_masks(encoder, precomputed_mask, B * clones, T, local.device)
         student_in = encoder.contextualize(
-            _repeat(local, clones), _repeat(frame_padding, clones), mask_info,
+            expand_rows(local, clones), expand_rows(frame_padding, clones), mask_info,
             remove_masked=not self.cfg.encode_masked)
-        x, _ = self._run_blocks(self.blocks, student_in, collect=False)        # (B*M, E+K, D)
+        x, _ = self.run_blocks(self.blocks, student_in, collect=False)         # (B*M, E+K, D)
         prediction = encoder.decode(x, mask_info)                              # (B*M, T, D)
         targets = self.teacher_targets(source, local, frame_padding, mode)     # (B, T, D)
-        result = self._regression(prediction, targets, mask_info)
-        if self.cfg.cls_loss > 0:
-            result["losses"]["cls"] = self._cls_loss(x, targets, encoder, result["sample_size"])
-        return result
+        return self.objective(x, prediction, targets, mask_info, encoder)
 
     def extract_features(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
                          mask: bool = False, mode: Optional[str] = None,
@@ -158,7 +135,7 @@ class Data2Vec2Model(BaseFairseqModel):
             masks = encoder.mask_sampler(encoder.cfg)(B, T, None)
             mask_info = mask_info_from_mask(masks.to(local.device))
         ctx = encoder.contextualize(local, frame_padding, mask_info, remove_masked=False)
-        x, layer_results = self._run_blocks(self.blocks, ctx, collect=True)
+        x, layer_results = self.run_blocks(self.blocks, ctx, collect=True)
         padding = ctx.padding_mask if ctx.padding_mask is not None else frame_padding
         if remove_extra_tokens and encoder.num_extra_tokens > 0:
             x = x[:, encoder.num_extra_tokens:]
@@ -192,15 +169,17 @@ class Data2Vec2Model(BaseFairseqModel):
             ctx = encoder.contextualize(local.detach().float(), frame_padding, None, remove_masked=False)
             blocks = teacher.blocks
         ctx = ctx._replace(x=ctx.x.float())
-        _, layer_results = self._run_blocks(blocks, ctx, collect=True, training=False)
+        _, layer_results = self.run_blocks(blocks, ctx, collect=True, training=False)
         extra = encoder.num_extra_tokens
         layer_results = [y[:, extra:] for y in layer_results]
         cfg = self.cfg
         return average_top_k(layer_results, cfg.average_top_k_layers, cfg.instance_norm_target_layer,
                              cfg.layer_norm_target_layer, cfg.layer_norm_targets, cfg.instance_norm_targets)
 
-    def _run_blocks(self, blocks: nn.ModuleList, ctx: Contextualized, collect: bool,
-                    training: Optional[bool] = None):
+    def run_blocks(self, blocks: nn.ModuleList, ctx: Contextualized, collect: bool,
+                   training: Optional[bool] = None):
+        """The shared blocks (the student's, or the teacher's copy) on ``ctx``: the output
+        (R, K, D) after the final norm, and with ``collect`` each block's target candidate."""
         training = self.training if training is None else training
         x = ctx.x
         if self.dropout_input is not None and training:
@@ -217,8 +196,10 @@ class Data2Vec2Model(BaseFairseqModel):
             x = self.norm(x)
         return x, layer_results
 
-    def _student_masks(self, encoder: ModalityEncoder, precomputed_mask, rows: int, frames: int,
-                       device) -> MaskInfo:
+    def student_masks(self, encoder: ModalityEncoder, precomputed_mask: Optional[torch.Tensor], rows: int,
+                      frames: int, device) -> MaskInfo:
+        """The batch expander's masks (checked against rows x frames), or masks sampled here
+        when the batch has none; as the index tensors the student uses."""
         if precomputed_mask is None:
             precomputed_mask = encoder.mask_sampler(encoder.cfg)(rows, frames, None)
         elif tuple(precomputed_mask.shape) != (rows, frames):
@@ -227,48 +208,12 @@ class Data2Vec2Model(BaseFairseqModel):
                              f"clone_batch match model.clone_batch?")
         return mask_info_from_mask(precomputed_mask.to(device=device, dtype=torch.bool))
 
-    def _regression(self, prediction: torch.Tensor, targets: torch.Tensor, mask_info: MaskInfo) -> Dict:
-        rows, frames = mask_info.mask.nonzero(as_tuple=True)            # masked positions, row-major
-        x = prediction[rows, frames].float()                             # (N, D)
-        y = targets[torch.div(rows, self.cfg.clone_batch, rounding_mode="floor"), frames]  # (N, D)
-        if self.cfg.loss_beta == 0:
-            loss = F.mse_loss(x, y, reduction="none")
-        else:
-            loss = F.smooth_l1_loss(x, y, reduction="none", beta=self.cfg.loss_beta)
-        scale = self.cfg.loss_scale if self.cfg.loss_scale is not None else 1 / math.sqrt(x.size(-1))
-        result = {
-            "losses": {f"{self.modality}_regression": loss * scale * self.cfg.d2v_loss},
-            "sample_size": torch.tensor(float(x.size(0)), device=x.device),
-        }
-        with torch.no_grad():
-            result["masked_pct"] = 1 - mask_info.ids_keep.size(1) / mask_info.mask.size(1)
-            result["pred_var"] = batch_std(x)
-            result["target_var"] = batch_std(y)
-            result["ema_decay"] = self.teacher.decay if self.teacher is not None else 0.0
-            self._check_collapse(result["target_var"], result["pred_var"])
-        return result
-
-    def _cls_loss(self, x: torch.Tensor, targets: torch.Tensor, encoder: ModalityEncoder,
-                  sample_size: torch.Tensor) -> torch.Tensor:
-        """The last extra (CLS) token regresses the mean of its sample's targets over positions,
-        weighted by ``cls_loss`` x the number of masked positions (the reference's scaling)."""
-        if encoder.num_extra_tokens == 0:
-            raise ValueError("cls_loss > 0 needs an extra (CLS) token: set num_extra_tokens >= 1")
-        cls_target = _repeat(targets.mean(dim=1), self.cfg.clone_batch)
-        cls_pred = x[:, encoder.num_extra_tokens - 1].float()
-        loss = F.mse_loss(cls_pred, cls_target, reduction="none")
-        scale = self.cfg.loss_scale if self.cfg.loss_scale is not None else 1 / math.sqrt(x.size(-1))
-        return loss * scale * (self.cfg.cls_loss * sample_size)
-
-    def _check_collapse(self, target_var: torch.Tensor, pred_var: torch.Tensor) -> None:
-        if self.num_updates <= self.cfg.collapse_check_after:
-            return
-        t, p = float(target_var), float(pred_var)
-        if t < self.cfg.min_target_var or p < self.cfg.min_pred_var:
-            raise RepresentationCollapse(
-                f"representation collapse at update {self.num_updates}: target_var={t:.4f} "
-                f"(min {self.cfg.min_target_var}), pred_var={p:.4f} (min {self.cfg.min_pred_var}). "
-                f"Try a lower learning rate, a higher model.ema_decay, or check the data for silence.")
+    def objective(self, x: torch.Tensor, prediction: torch.Tensor, targets: torch.Tensor,
+                  mask_info: MaskInfo, encoder: ModalityEncoder) -> ObjectiveResult:
+        """The losses and monitors of one forward (``objective.pretraining_objective``)."""
+        return pretraining_objective(self.cfg, self.modality, x, prediction, targets, mask_info,
+                                     encoder.num_extra_tokens, self.num_updates,
+                                     self.teacher.decay if self.teacher is not None else 0.0)
 
     # ---- checkpoints and fine-tuning ---------------------------------------------------
     def remove_pretraining_modules(self, modality: Optional[str] = None, keep_decoder: bool = False):
@@ -304,9 +249,3 @@ class Data2Vec2Model(BaseFairseqModel):
                     del state_dict[key]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-
-def _repeat(t: Optional[torch.Tensor], times: int) -> Optional[torch.Tensor]:
-    """The multi-mask expander's copy: row b of the input becomes rows b*M .. b*M+M-1."""
-    if t is None or times == 1:
-        return t
-    return t.repeat_interleave(times, dim=0)

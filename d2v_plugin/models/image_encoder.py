@@ -9,10 +9,10 @@ import torch
 import torch.nn as nn
 from fairseq.modules import GradMultiply
 
-from ..masking import BlockMaskSampler, BlockMaskSampler2d
+from ..masking import BlockMaskSampler, BlockMaskSampler2d, MaskSampler
 from .config import Data2Vec2Config, ImageModalityConfig
 from .decoder import Decoder2d
-from .modality import ContextEncoder, MaskSampler, ModalityEncoder, register_modality
+from .modality import ContextEncoder, ModalityEncoder
 
 
 def sincos_positions_2d(dim: int, height: int, width: int) -> torch.Tensor:
@@ -63,7 +63,6 @@ class FixedPositionalEncoder(nn.Module):
         return self.positions.to(x.dtype)
 
 
-@register_modality("IMAGE")
 class ImageEncoder(ModalityEncoder):
     """Image -> patch tokens; the student sees squares of kept patches (inverse block masking)."""
 

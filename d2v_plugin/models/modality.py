@@ -9,37 +9,22 @@ modality-specific around them::
     contextualize(x, padding, mask, drop)  positions, masking, extra tokens, prenet -> Contextualized
     decode(x, mask_info)                   student output -> (rows, T, D) predictions
 
-The model (``data2vec2.py``) never looks inside: adding a modality is a new subclass that
-registers itself with ``@register_modality`` plus its config in ``config.ModalitiesConfig``.
+The model (``data2vec2.py``) never looks inside: adding a modality is a new subclass, an entry
+in ``modality_encoders.MODALITY_ENCODERS`` and its config in ``config.ModalitiesConfig``.
 Parameter names follow the reference implementation (``local_encoder``, ``context_encoder``,
 ``decoder``, ``extra_tokens``, ``alibi_scale``) so its checkpoints load unchanged.
 """
-from typing import Callable, Dict, NamedTuple, Optional, Tuple, Type
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..masking import BlockMaskSampler, MaskInfo, sample_channel_mask
+from ..masking import BlockMaskSampler, MaskInfo, MaskSampler, sample_channel_mask
 from .alibi import alibi_bias, alibi_slopes
 from .blocks import Block, attention_mask
 from .config import Data2Vec2Config, ModalityConfig
-
-MaskSampler = Callable[[int, int, Optional[torch.Generator]], torch.Tensor]
-
-MODALITY_ENCODERS: Dict[str, Type["ModalityEncoder"]] = {}
-
-
-def register_modality(name: str):
-    """Class decorator: ``supported_modality: <name>`` builds this encoder."""
-    def register(cls):
-        if name in MODALITY_ENCODERS:
-            raise ValueError(f"modality {name} is registered twice")
-        MODALITY_ENCODERS[name] = cls
-        return cls
-    return register
-
 
 class Contextualized(NamedTuple):
     """Input of the shared blocks.

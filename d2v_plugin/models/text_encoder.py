@@ -14,7 +14,7 @@ from fairseq.modules import FairseqDropout, PositionalEmbedding
 
 from .config import Data2Vec2Config, TextModalityConfig
 from .decoder import Decoder1d
-from .modality import ContextEncoder, ModalityEncoder, register_modality
+from .modality import ContextEncoder, ModalityEncoder
 
 
 class TextLocalEncoder(nn.Module):
@@ -45,7 +45,6 @@ class TextLocalEncoder(nn.Module):
         return self.dropout_module(x)
 
 
-@register_modality("TEXT")
 class TextEncoder(ModalityEncoder):
     """Token ids (B, T) -> (B, T, D); padding comes from the ``<pad>`` tokens.
 

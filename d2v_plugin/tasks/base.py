@@ -1,16 +1,17 @@
 """What the data2vec tasks share: raw inputs without a vocabulary (``RawInputTask``), and for
-pretraining the batch expander's settings, which come from the model.
+pretraining the batch expander (``data/expander.py``), built from the model.
 
 fairseq builds the model before it loads any dataset, so ``build_model`` is where the task
 learns M (``clone_batch``) and how to sample the student masks. The model config is then the
 single source of truth for masking, and the masks are sampled in the data loader's workers
 from a generator seeded by (seed, epoch, sample ids) -- exact resume needs nothing else.
 """
-from typing import Callable, Optional
+from typing import Optional
 
 from fairseq.tasks import FairseqTask
 
-from ..models.modality import MODALITY_ENCODERS
+from ..data.expander import BatchExpander
+from ..models.modality_encoders import MODALITY_ENCODERS
 
 
 class RawInputTask(FairseqTask):
@@ -34,8 +35,7 @@ class MaskedPretrainingTask(RawInputTask):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.clone_batch: Optional[int] = None
-        self.mask_sampler: Optional[Callable] = None
+        self.expander: Optional[BatchExpander] = None
         self.modality_cfg = None
 
     def build_model(self, model_cfg, from_checkpoint: bool = False):
@@ -46,11 +46,16 @@ class MaskedPretrainingTask(RawInputTask):
                              f"supported_modality is {modality}: set model.supported_modality="
                              f"{self.modality} (and the matching model.modalities.* section)")
         self.modality_cfg = getattr(model.cfg.modalities, modality.lower())
-        self.clone_batch = model.cfg.clone_batch
-        self.mask_sampler = MODALITY_ENCODERS[modality].mask_sampler(self.modality_cfg)
+        self.expander = BatchExpander(model.cfg.clone_batch,
+                                      MODALITY_ENCODERS[modality].mask_sampler(self.modality_cfg))
         return model
 
+    @property
+    def clone_batch(self) -> Optional[int]:
+        """M, the student rows per sample (known once the model is built)."""
+        return None if self.expander is None else self.expander.clone_batch
+
     def require_model(self) -> None:
-        if self.mask_sampler is None:
+        if self.expander is None:
             raise RuntimeError("build the model before loading datasets: the batch expander "
                                "takes its masking settings from the model config")

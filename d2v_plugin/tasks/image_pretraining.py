@@ -1,4 +1,4 @@
-"""Image pretraining task: image folders, the usual augmentation, the multi-mask batch expander.
+"""Image pretraining task: image folders, the usual augmentation, the batch expander's masks.
 
 ``data`` is an image-folder root (``<data>/<split>/<class>/<image>``, any format Pillow
 reads; grey, palette and RGBA images are converted to RGB). The training split gets one
@@ -63,7 +63,7 @@ def split_transform(cfg: ImagePretrainingConfig, train: bool):
 
 @register_task("data2vec_image_pretraining", dataclass=ImagePretrainingConfig)
 class ImagePretrainingTask(MaskedPretrainingTask):
-    """Images in class folders; the collater is the multi-mask batch expander."""
+    """Images in class folders; the collater adds the batch expander's masks."""
 
     cfg: ImagePretrainingConfig
     modality = "IMAGE"
@@ -88,7 +88,7 @@ class ImagePretrainingTask(MaskedPretrainingTask):
         train = split == self.cfg.train_subset
         self.datasets[split] = ImagePretrainingDataset(
             self.cfg.data, split, split_transform(self.cfg, train),
-            num_patches=self.num_patches, clone_batch=self.clone_batch, mask_sampler=self.mask_sampler,
+            num_patches=self.num_patches, expander=self.expander,
             seed=self.cfg.seed, shuffle=train)
         logger.info(f"{split}: {len(self.datasets[split])} images "
                     f"({'augmented' if train else 'evaluation transform'})")

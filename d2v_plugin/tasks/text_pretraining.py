@@ -30,8 +30,8 @@ class Data2VecTextPretrainingConfig(FairseqDataclass):
 @register_task("data2vec_text_pretraining", dataclass=Data2VecTextPretrainingConfig)
 class Data2VecTextPretrainingTask(MaskedPretrainingTask):
     """Text: ``dict.txt`` + ``<mask>`` (the indices of fairseq's masked_lm, so reference text
-    checkpoints line up), blocks of ``tokens_per_sample`` tokens; the collater is the
-    multi-mask batch expander (M = model.clone_batch masks per block, seeded per batch)."""
+    checkpoints line up), blocks of ``tokens_per_sample`` tokens; the collater adds the batch
+    expander's masks (M = model.clone_batch masks per block, seeded per batch)."""
 
     cfg: Data2VecTextPretrainingConfig
     modality = "TEXT"
@@ -93,7 +93,7 @@ class Data2VecTextPretrainingTask(MaskedPretrainingTask):
         blocks = load_text_blocks(self.cfg.data, split, self.dictionary, self.cfg.tokens_per_sample,
                                   self.cfg.sample_break_mode)
         self.datasets[split] = TextPretrainingDataset(
-            blocks, self.dictionary, clone_batch=self.clone_batch, mask_sampler=self.mask_sampler,
+            blocks, self.dictionary, expander=self.expander,
             seed=self.cfg.seed, shuffle=split == "train")
 
     @property

@@ -68,9 +68,11 @@ def load_models(checkpoint: str, random_init: bool = False, seed: Optional[int] 
     else:
         state = checkpoint_utils.load_checkpoint_to_cpu(checkpoint)
         cfg = state["cfg"]
-        task = tasks.setup_task(cfg.task)
+        # from_checkpoint: drop config fields this build no longer declares (older checkpoints,
+        # reference checkpoints), as load_model_ensemble_and_task does
+        task = tasks.setup_task(cfg.task, from_checkpoint=True)
         torch.manual_seed(cfg.common.seed if seed is None else seed)
-        model = task.build_model(cfg.model)
+        model = task.build_model(cfg.model, from_checkpoint=True)
     if getattr(model, "modality", None) != "IMAGE" or not hasattr(task, "num_patches"):
         raise console.UserInputError(f"{checkpoint}: not an image pretraining checkpoint "
                                   f"(model modality {getattr(model, 'modality', None)}, task {type(task).__name__})")

@@ -1,15 +1,14 @@
-"""The pretraining task: reads manifests and owns the multi-mask batch expander."""
+"""The audio pretraining task (registered as ``data2vec_pretraining``): wav manifests, batched
+by the audio dataset with the batch expander's masks."""
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Optional
 
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import register_task
 from omegaconf import II, MISSING
 
-from ..data.audio_dataset import AudioPretrainingDataset, ExpanderConfig
-from ..masking import parse_conv_spec
+from ..data.audio_dataset import AudioPretrainingDataset
 from .base import MaskedPretrainingTask
 
 logger = logging.getLogger(__name__)
@@ -18,24 +17,22 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Data2VecPretrainingConfig(FairseqDataclass):
     data: str = field(default=MISSING, metadata={"help": "folder holding {split}.tsv manifests"})
-    modality: ChoiceEnum(["audio"]) = field(default="audio", metadata={"help": "input modality"})
     sample_rate: int = field(default=16000, metadata={"help": "every file must have this rate"})
     normalize: bool = field(default=True, metadata={"help": "zero mean, unit variance per utterance"})
     min_sample_size: int = field(default=32000, metadata={"help": "skip (count, warn) shorter utterances"})
     max_sample_size: int = field(default=320000, metadata={"help": "random crop to at most this many samples"})
-    seed: int = II("common.seed")
+    seed: int = field(default=II("common.seed"), metadata={"help": "seeds the order, crops and masks"})
 
 
 @register_task("data2vec_pretraining", dataclass=Data2VecPretrainingConfig)
 class Data2VecPretrainingTask(MaskedPretrainingTask):
-    """Audio: manifests of wav files; the collater is the multi-mask batch expander."""
+    """Audio: manifests of wav files, cropped per batch, M masks per utterance."""
 
     cfg: Data2VecPretrainingConfig
     modality = "AUDIO"
 
     def __init__(self, cfg: Data2VecPretrainingConfig):
         super().__init__(cfg)
-        self.expander: Optional[ExpanderConfig] = None
         self.conv_spec = None
 
     @classmethod
@@ -54,8 +51,5 @@ class Data2VecPretrainingTask(MaskedPretrainingTask):
 
     def build_model(self, model_cfg, from_checkpoint: bool = False):
         model = super().build_model(model_cfg, from_checkpoint)
-        audio = self.modality_cfg
-        self.conv_spec = parse_conv_spec(audio.feature_encoder_spec)
-        self.expander = ExpanderConfig(self.clone_batch, audio.mask_prob, audio.mask_length,
-                                       audio.mask_prob_adjust, audio.inverse_mask)
+        self.conv_spec = model.modality_encoders[self.modality].conv_spec  # parsed once, by the encoder
         return model
