@@ -36,5 +36,6 @@ setup(
         "d2v-text-classification-prep=d2v_plugin.text.classification_prep:cli",
         "d2v-image-probe=d2v_plugin.vision.probe:cli",
         "d2v-text-probe=d2v_plugin.text.probe:cli",
+        "d2v-speech-probe=d2v_plugin.asr.probe:cli",
     ]},
 )
