@@ -197,7 +197,7 @@ def _save_npy(path: str, array: np.ndarray) -> None:
 
 
 def split_features(up_loader: Callable[[], Upstream], manifest_path: str, cache_dir: Optional[str], key: str,
-                   batch_size: int = 1, progress: str = "") -> SplitFeatures:
+                   batch_size: int = 1, progress: str = "", describe: Optional[dict] = None) -> SplitFeatures:
     """Hidden states of every utterance of a manifest, from the cache or extracted (and cached)."""
     from ..data.audio_dataset import load_audio
     from ..data.manifest import read_manifest
@@ -248,7 +248,7 @@ def split_features(up_loader: Callable[[], Upstream], manifest_path: str, cache_
         tmp = f"{base}.{os.getpid()}.tmp.json"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"manifest": os.path.abspath(manifest_path), "shape": list(feats.shape),
-                       "feature_version": FEATURE_VERSION}, f)
+                       "feature_version": FEATURE_VERSION, **(describe or {})}, f)
         os.replace(tmp, base + ".json")  # last: marks the entry complete
     seconds = time.perf_counter() - start
     logger.info("%s: extracted %d utterances (%d frames, %d layers x %d) in %.1f s", progress or manifest_path,

@@ -18,11 +18,15 @@ output) is extracted once per split and cached on disk; the heads then train on 
   (same speakers as train).
 
 Recipe (fixed; ``--pr-steps`` etc. exist for experiments): Adam (betas 0.9/0.999, no weight
-decay), PR 600 steps of 16 utterances, SID 300 full-batch steps; the learning rate is chosen
-on valid only, from ``--pr-lrs`` (1e-3 3e-3 1e-2) and ``--sid-lrs`` (1e-3 1e-2 1e-1). Each
-seed of ``--seeds`` re-initialises the heads and the batch order (and, with
-``--random-init``, the random upstream); the report gives mean and standard deviation over
-seeds.
+decay), layer weights and linear layer trained together from zero layer logits (equal
+weights) and PyTorch's default linear init; PR 800 steps of 16 random training utterances,
+SID 300 full-batch steps on the mean-pooled utterances. The learning rate is chosen on
+valid only (lowest PER, highest accuracy; ties keep the earlier grid entry) from ``--pr-lrs``
+(0.03 0.1 0.3: a linear CTC head leaves its all-blank start slowly, small lrs never get
+there in 800 steps) and ``--sid-lrs`` (0.01 0.1). Each seed of ``--seeds`` re-initialises
+the heads and the batch order (and, with ``--random-init``, the random upstream: seed S is
+``torch.manual_seed(S)`` before building the model, so S = the config's ``common.seed`` is
+where pretraining started); the report gives mean and standard deviation over seeds.
 
 Python: ``probe(checkpoint, data, ...)`` returns the result dict the JSON holds.
 """
@@ -249,7 +253,11 @@ def probe(checkpoint: str, data: str, random_init: bool = False, seeds: Sequence
                 manifest = os.path.join(data, f"{split}.tsv")
                 key = cache_key(sha, random_init, seed, manifest, batch_size)
                 feats[split] = split_features(load, manifest, cache_dir, key, batch_size,
-                                              progress=f"{'random init ' if random_init else ''}{split}")
+                                              progress=f"{'random init ' if random_init else ''}{split}",
+                                              describe={"checkpoint": os.path.abspath(checkpoint),
+                                                        "checkpoint_sha256": sha, "random_init": random_init,
+                                                        "seed": seed if random_init else None,
+                                                        "batch_size": batch_size})
                 timing["extraction"] += feats[split].seconds
                 (cached_splits.append(split) if feats[split].cached else None)
                 extracted += not feats[split].cached
