@@ -71,6 +71,12 @@ def _read_state(path: str) -> dict:
     try:
         return read_state(path)
     except Exception as e:  # a pickle, zip or fairseq error: the file is not a checkpoint
+        try:  # fairseq's upgrade step may fail on a valid but stripped checkpoint: say what model it holds
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            state = None
+        if isinstance(state, dict) and state.get("cfg") is not None:
+            return state
         raise UserInputError(f"{path}: not a readable fairseq checkpoint ({type(e).__name__}: {e})") from None
 
 

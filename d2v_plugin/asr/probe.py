@@ -15,7 +15,9 @@ output) is extracted once per split and cached on disk; the heads then train on 
   and, when the corpus has held-out voices, ``test_unseen`` (speakers in no other split).
 * SID: the same kind of weighted sum (its own weights), mean-pooled over the frames ->
   linear -> softmax over the training speakers (``<split>.spk``); accuracy on valid and test
-  (same speakers as train).
+  (same speakers as train). The pooled layers are standardised with train statistics first
+  (mean-pooled LayerNorm'ed frames differ little between utterances; unscaled, the linear
+  head does not even fit train in its step budget).
 
 Recipe (fixed; ``--pr-steps`` etc. exist for experiments): Adam (betas 0.9/0.999, no weight
 decay), layer weights and linear layer trained together from zero layer logits (equal
@@ -292,6 +294,8 @@ def probe(checkpoint: str, data: str, random_init: bool = False, seeds: Sequence
         if "sid" in tasks:
             t0 = time.perf_counter()
             pooled = {s: frames[s].pooled() for s in ("train", "valid", "test")}
+            mean, std = pooled["train"].mean(0), pooled["train"].std(0).clamp_min(1e-5)
+            pooled = {s: (x - mean) / std for s, x in pooled.items()}  # standardised with train statistics
             targets = {s: torch.tensor(labels.spk[s]) for s in pooled}
             best = None
             for lr in recipe.sid_lrs:
