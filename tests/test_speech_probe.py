@@ -177,3 +177,29 @@ def test_probe_command_pretrained_beats_random_init(tiny_audio_pretrained, speec
            (("pretrained", pretrained), ("random", random_init))})
     for split in ("valid", "test"):
         assert pretrained["pr"]["per"][split]["mean"] < random_init["pr"]["per"][split]["mean"] - 1.0, split
+
+
+@pytest.mark.slow
+def test_wav2vec2_checkpoint_layers_are_fairseqs_layer_results(speech_corpus, tmp_path):
+    """A real fairseq wav2vec 2.0 checkpoint (benchmarks/configs/tiny_audio_w2v2.yaml, 2 updates):
+    the probed layers are the encoder input and fairseq's own per-layer outputs, trained or not."""
+    cmd = [str(Path(sys.executable).with_name("fairseq-hydra-train")), "--config-dir", str(REPO / "benchmarks" / "configs"),
+           "--config-name", "tiny_audio_w2v2", f"task.data={speech_corpus}", f"checkpoint.save_dir={tmp_path}",
+           "optimization.max_update=2", "dataset.max_tokens=96000", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    source = torch.randn(2, 32000)
+    padding = torch.zeros(2, 32000, dtype=torch.bool)
+    padding[1, 20000:] = True
+    for random_init in (False, True):
+        up = load_upstream(str(tmp_path / "checkpoint_last.pt"), random_init=random_init)
+        assert (up.family, len(up.blocks), up.normalize) == ("wav2vec2", 4, True)
+        states = hidden_states(up, source, padding)
+        frames = up.frames(torch.tensor([32000, 20000])).tolist()
+        with torch.no_grad():
+            out = up.model.extract_features(source, padding, mask=False)
+        assert len(states) == 5 and states[0].shape[-1] == 64
+        T = frames[0]
+        for state, (x, _, _) in zip(states[1:], out["layer_results"]):
+            assert torch.equal(state[:, :T], x.transpose(0, 1)[:, :T])
+        assert torch.equal(states[-1][:, :T], out["x"])
