@@ -13,7 +13,10 @@ setup(
         # fairseq's main branch repackaged with the Python 3.11 dataclass fix, prebuilt cp311
         # wheel (fairseq==0.12.2 does not install on 3.11). See README "Installation".
         "ve-fairseq==0.12.3",
-        "omegaconf>=2.1",
+        "omegaconf>=2.1,<2.4",
+        # a fresh resolve picked hydra-core 1.4.0rc3, whose hydra.experimental lacks the
+        # compose/initialize fairseq imports: fairseq-hydra-train then fails at import.
+        "hydra-core>=1.3.2,<1.4",
         "soundfile>=0.12",
         "sentencepiece>=0.1.99",
         "numpy>=1.24",
