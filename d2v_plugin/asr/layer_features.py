@@ -186,14 +186,14 @@ def cache_key(checkpoint_sha: str, random_init: bool, seed: int, manifest: str, 
 def _read_cache(base: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     try:
         meta = json.load(open(base + ".json", encoding="utf-8"))
-        feats = np.load(base + ".feats.npy", mmap_mode="r")
+        feats = np.load(base + ".feats.npy")
         lengths = np.load(base + ".lengths.npy")
     except (OSError, ValueError):
         return None
     if list(feats.shape) != meta.get("shape") or int(lengths.sum()) != feats.shape[0]:
         logger.warning("ignoring the inconsistent cache entry %s", base)
         return None
-    return np.asarray(feats), lengths
+    return feats, lengths
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
