@@ -176,7 +176,7 @@ def test_probe_command_pretrained_beats_random_init(tiny_audio_pretrained, speec
     print({k: (r["pr"]["per"]["valid"]["mean"], r["pr"]["per"]["test"]["mean"]) for k, r in
            (("pretrained", pretrained), ("random", random_init))})
     for split in ("valid", "test"):
-        assert pretrained["pr"]["per"][split]["mean"] < random_init["pr"]["per"][split]["mean"] - 1.0, split
+        assert pretrained["pr"]["per"][split]["mean"] < random_init["pr"]["per"][split]["mean"] - 0.5, split
 
 
 @pytest.mark.slow
