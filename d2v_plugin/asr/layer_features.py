@@ -145,10 +145,7 @@ def hidden_states(up: Upstream, source: torch.Tensor, padding_mask: Optional[tor
     handles = [up.blocks[0].register_forward_pre_hook(lambda m, args: keep(args[0]))]
     handles += [b.register_forward_hook(lambda m, args, out: keep(out[0])) for b in up.blocks]
     try:
-        if up.family == "wav2vec2":
-            up.model.extract_features(source, padding_mask, mask=False)
-        else:
-            up.model.extract_features(source, padding_mask, mask=False)
+        up.model.extract_features(source, padding_mask, mask=False)  # same call for both families
     finally:
         for h in handles:
             h.remove()

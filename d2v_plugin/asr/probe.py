@@ -43,7 +43,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -249,8 +249,11 @@ def probe(checkpoint: str, data: str, random_init: bool = False, seeds: Sequence
     info = {}
     for i, seed in enumerate(seeds):
         if i == 0 or random_init:  # a random upstream per seed; a checkpoint's features once
-            init_seed = seed
-            load = lambda: upstream.setdefault(init_seed, load_upstream(checkpoint, random_init, init_seed))  # noqa: E731
+            def load(init_seed=seed):  # loaded once per seed, and only if a split is not cached
+                if init_seed not in upstream:
+                    upstream[init_seed] = load_upstream(checkpoint, random_init, init_seed)
+                return upstream[init_seed]
+
             for split in labels.splits:
                 manifest = os.path.join(data, f"{split}.tsv")
                 key = cache_key(sha, random_init, seed, manifest, batch_size)
@@ -261,10 +264,12 @@ def probe(checkpoint: str, data: str, random_init: bool = False, seeds: Sequence
                                                         "seed": seed if random_init else None,
                                                         "batch_size": batch_size})
                 timing["extraction"] += feats[split].seconds
-                (cached_splits.append(split) if feats[split].cached else None)
-                extracted += not feats[split].cached
+                if feats[split].cached:
+                    cached_splits.append(split)
+                else:
+                    extracted += 1
             if not info:
-                up = upstream.get(init_seed) or load()
+                up = load()
                 info = {"family": up.family, "num_layers": int(feats["train"].feats.shape[1]),
                         "dim": int(feats["train"].feats.shape[2])}
             upstream.clear()
