@@ -388,16 +388,18 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict]:
     p.add_argument("--compare-random", action="store_true", help="score the checkpoint and random init")
     p.add_argument("--seeds", type=int, nargs="+", default=[1],
                    help="head seeds (and random-init seeds); mean and spread are reported")
-    p.add_argument("--tasks", nargs="+", choices=("pr", "sid"), default=["pr", "sid"])
+    p.add_argument("--tasks", nargs="+", choices=("pr", "sid"), default=["pr", "sid"], help="heads to train")
     p.add_argument("--cache-dir", default=default_cache_dir(), help="feature cache ('' to disable)")
     p.add_argument("--batch-size", type=int, default=1,
                    help="utterances per extraction batch (>1 pads, which changes features slightly)")
-    p.add_argument("--pr-steps", type=int, default=Recipe.pr_steps)
-    p.add_argument("--pr-lrs", type=float, nargs="+", default=list(Recipe.pr_lrs))
-    p.add_argument("--sid-steps", type=int, default=Recipe.sid_steps)
-    p.add_argument("--sid-lrs", type=float, nargs="+", default=list(Recipe.sid_lrs))
+    p.add_argument("--pr-steps", type=int, default=Recipe.pr_steps, help="PR head Adam steps (16 utterances each)")
+    p.add_argument("--pr-lrs", type=float, nargs="+", default=list(Recipe.pr_lrs),
+                   help="PR learning rates tried; the lowest valid PER wins")
+    p.add_argument("--sid-steps", type=int, default=Recipe.sid_steps, help="SID head full-batch Adam steps")
+    p.add_argument("--sid-lrs", type=float, nargs="+", default=list(Recipe.sid_lrs),
+                   help="SID learning rates tried; the highest valid accuracy wins")
     p.add_argument("--json", help="write the report here")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", help="logging level of the console script")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error("--batch-size must be >= 1")
