@@ -80,5 +80,6 @@ setup(
         "d2v-image-probe=d2v_plugin.vision.probe:cli",
         "d2v-text-probe=d2v_plugin.text.probe:cli",
         "d2v-export-hf=d2v_plugin.hf.export:cli",
+        "d2v-speech-probe=d2v_plugin.asr.probe:cli",
     ]},
 )

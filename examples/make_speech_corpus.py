@@ -14,13 +14,34 @@ Layout (fairseq wav2vec 2.0 conventions)::
                            "<split>/<split>_<NNNN>.wav<TAB>num_samples"
     OUT_DIR/{split}.wrd    upper-case words, one utterance per line
     OUT_DIR/{split}.ltr    letters separated by spaces, "|" after every word
+    OUT_DIR/{split}.phn    the phonemes espeak-ng spoke, separated by spaces
+    OUT_DIR/{split}.spk    the espeak-ng voice (the "speaker") of each utterance
     OUT_DIR/dict.ltr.txt   "SYMBOL COUNT" lines (counts from train)
+    OUT_DIR/dict.phn.txt   the same for phonemes
     OUT_DIR/corpus.json    stamp: version + parameters + summary
+
+Phonemes are espeak-ng's own IPA output for the very call that synthesized the
+audio (``--ipa --sep=_``, so each phoneme is one token exactly as espeak-ng
+segments it, e.g. the diphthong ``aɪ`` or the r-coloured ``ɑːɹ``), with the
+stress marks ``ˈ ˌ`` removed (stress is prosody, not a segment; phone
+recognition benchmarks such as TIMIT/SUPERB PR score stress-less phones) and
+length marks kept (``iː`` and ``ɪ`` are different phonemes). Word boundaries
+are not written. They are the phonemes *of the voice*: en-us says ``ɹ``,
+en-gb-scotland ``r``; the mnemonic form (``-x``) names the same phonemes with
+ASCII codes but mixes in codes that are not segments (``;``, ``#``, digits).
+
+Held-out voices (``--heldout-voices``): those voices speak only the extra
+split ``test_unseen``; train/valid/test share the other voices (so speaker
+identification is scored on speakers seen in training) and ``test_unseen``
+scores phoneme recognition on unseen speakers. ``--unlabelled-hours H`` adds
+``unlabelled.tsv`` (audio only, seen voices) for pretraining on more audio.
 
 Usage::
 
     python examples/make_speech_corpus.py OUT_DIR [--num-train 360]
         [--num-valid 60] [--num-test 60] [--seed 1] [--workers N]
+        [--heldout-voices 2 | --heldout-voices en-029,en+m3] [--num-test-unseen 60]
+        [--unlabelled-hours 1.0]
 """
 
 from __future__ import annotations
@@ -47,7 +68,7 @@ logger = logging.getLogger(__name__)
 
 # Bump whenever anything that changes the output (vocabulary, templates,
 # voices, synthesis settings) changes, so stale corpora are rebuilt.
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # 2: .phn/.spk/dict.phn.txt, held-out voices, unlabelled split
 
 SAMPLE_RATE = 16_000
 MIN_SECONDS = 1.0
@@ -55,7 +76,10 @@ MAX_SECONDS = 4.0
 MIN_WORDS = 2
 MAX_WORDS = 7
 MAX_ATTEMPTS = 12
-SPLITS = ("train", "valid", "test")
+SPLITS = ("train", "valid", "test")  # always written, labelled
+UNSEEN_SPLIT = "test_unseen"  # only with held-out voices
+UNLABELLED_SPLIT = "unlabelled"  # only with --unlabelled-hours
+STRESS_MARKS = "ˈˌ"
 STAMP_NAME = "corpus.json"
 
 # espeak-ng voices checked to produce *distinct* audio with espeak-ng 1.51.
@@ -349,6 +373,16 @@ def words_to_wrd(words: Sequence[str]) -> str:
     return " ".join(w.upper() for w in words)
 
 
+def ipa_to_phonemes(ipa: str) -> list[str]:
+    """espeak-ng ``--ipa --sep=_`` output -> phoneme tokens without stress marks.
+
+    "ð_ə d_ˈɑː_ɡ" -> ["ð", "ə", "d", "ɑː", "ɡ"]; words (spaces) and clauses (newlines)
+    are flattened, empty tokens (a lone stress mark) dropped.
+    """
+    tokens = (t.strip(STRESS_MARKS) for t in re.split(r"[\s_]+", ipa))
+    return [t for t in tokens if t]
+
+
 def wrd_to_ltr(wrd_line: str) -> str:
     """Letter transcript: "HELLO WORLD" -> "H E L L O | W O R L D |"."""
     return " ".join(c for word in wrd_line.split() for c in [*word, "|"])
@@ -382,6 +416,7 @@ class Utterance:
     speed: int
     pitch: int
     attempts: int
+    phonemes: tuple[str, ...] = ()
 
 
 def _run(cmd: Sequence[str]) -> None:
@@ -391,8 +426,24 @@ def _run(cmd: Sequence[str]) -> None:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
 
 
+def _run_stdout(cmd: Sequence[str]) -> str:
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, encoding="utf-8")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
 def synthesize(text: str, voice: str, speed: int, pitch: int, wav_path: Path) -> int:
-    """Speak `text` into a 16 kHz mono 16-bit WAV and return its sample count.
+    """Speak `text` into a 16 kHz mono 16-bit WAV and return its sample count."""
+    return synthesize_with_phonemes(text, voice, speed, pitch, wav_path)[0]
+
+
+def synthesize_with_phonemes(text: str, voice: str, speed: int, pitch: int,
+                             wav_path: Path) -> tuple[int, list[str]]:
+    """Speak `text` into a 16 kHz mono 16-bit WAV: (sample count, phonemes spoken).
+
+    The phonemes come from the same espeak-ng call (``--ipa`` prints what it speaks;
+    the audio is byte-identical to a call without it).
 
     sox runs with -R (repeatable): without it sox seeds its dither noise
     randomly, and the resampled audio differs from run to run.
@@ -400,12 +451,16 @@ def synthesize(text: str, voice: str, speed: int, pitch: int, wav_path: Path) ->
     wav_path = Path(wav_path)
     with tempfile.TemporaryDirectory(prefix="espeak_") as tmp:
         raw = Path(tmp) / "raw.wav"
-        _run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(raw), text])
+        ipa = _run_stdout(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch),
+                           "--ipa", "--sep=_", "-w", str(raw), text])
         _run(["sox", "-R", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(wav_path)])
     info = sf.info(str(wav_path))
     if info.samplerate != SAMPLE_RATE or info.channels != 1:
         raise RuntimeError(f"sox produced {info.samplerate} Hz x{info.channels}: {wav_path}")
-    return int(info.frames)
+    phonemes = ipa_to_phonemes(ipa)
+    if not phonemes:
+        raise RuntimeError(f"espeak-ng printed no phonemes for {text!r} ({voice})")
+    return int(info.frames), phonemes
 
 
 def synthesize_utterance(job: Job) -> Utterance:
@@ -423,12 +478,13 @@ def synthesize_utterance(job: Job) -> Utterance:
     tmp = final.with_name(final.stem + ".partial.wav")
     for attempt in range(1, MAX_ATTEMPTS + 1):
         words = make_sentence(rng, lo, hi)
-        num_samples = synthesize(" ".join(words), job.voice, speed, pitch, tmp)
+        num_samples, phonemes = synthesize_with_phonemes(" ".join(words), job.voice, speed, pitch, tmp)
         seconds = num_samples / SAMPLE_RATE
         if MIN_SECONDS <= seconds <= MAX_SECONDS:
             os.replace(tmp, final)
             return Utterance(
-                job.split, job.index, tuple(words), num_samples, job.voice, speed, pitch, attempt
+                job.split, job.index, tuple(words), num_samples, job.voice, speed, pitch, attempt,
+                tuple(phonemes),
             )
         logger.debug("%s: %.2f s for %d words at %d wpm, retrying", final.name, seconds, len(words), speed)
         if seconds > MAX_SECONDS:
@@ -447,27 +503,53 @@ def synthesize_utterance(job: Job) -> Utterance:
 # --------------------------------------------------------------------------
 
 
-def _voice_order(seed: int, split: str) -> list[str]:
+def _voice_order(seed: int, split: str, voices: Sequence[str] = VOICES) -> list[str]:
     """Seeded voice rotation: balanced voices per split, even for tiny splits."""
-    voices = list(VOICES)
+    voices = list(voices)
     random.Random(f"{seed}:{split}:voices").shuffle(voices)
     return voices
 
 
-def _make_jobs(out_dir: Path, split: str, count: int, seed: int) -> list[Job]:
-    voices = _voice_order(seed, split)
+def resolve_heldout_voices(spec: int | str | Sequence[str] | None, seed: int) -> tuple[str, ...]:
+    """The held-out voices: a count (drawn with the seed) or explicit names, in VOICES order.
+
+    At least two voices must stay for train/valid/test (speaker identification needs
+    several speakers) and at least one must be held out when asked for.
+    """
+    if spec is None or spec == 0 or spec == "" or spec == "0":
+        return ()
+    if isinstance(spec, str):
+        spec = int(spec) if spec.strip().isdigit() else [v for v in spec.split(",") if v.strip()]
+    if isinstance(spec, int):
+        if not 0 < spec <= len(VOICES) - 2:
+            raise ValueError(f"--heldout-voices {spec}: choose 1..{len(VOICES) - 2} of the {len(VOICES)} voices")
+        chosen = set(random.Random(f"{seed}:heldout").sample(list(VOICES), spec))
+    else:
+        chosen = {v.strip() for v in spec}
+        unknown = sorted(chosen - set(VOICES))
+        if unknown:
+            raise ValueError(f"--heldout-voices: unknown voice(s) {unknown}; known: {', '.join(VOICES)}")
+        if len(chosen) > len(VOICES) - 2:
+            raise ValueError(f"--heldout-voices: at most {len(VOICES) - 2} voices can be held out")
+    return tuple(v for v in VOICES if v in chosen)
+
+
+def _wav_name(split: str, index: int) -> str:
+    return f"{split}_{index:04d}.wav"
+
+
+def _make_jobs(out_dir: Path, split: str, indices: Iterable[int], seed: int,
+               voices: Sequence[str] = VOICES) -> list[Job]:
+    order = _voice_order(seed, split, voices)
     wav_dir = out_dir / "wav" / split
-    return [
-        Job(seed, split, i, voices[i % len(voices)], str(wav_dir / f"{split}_{i:04d}.wav"))
-        for i in range(count)
-    ]
+    return [Job(seed, split, i, order[i % len(order)], str(wav_dir / _wav_name(split, i))) for i in indices]
 
 
 def _clear_split_audio(out_dir: Path, split: str) -> None:
     """Delete audio this script wrote earlier, so no stale files survive a resize."""
     wav_dir = out_dir / "wav" / split
     wav_dir.mkdir(parents=True, exist_ok=True)
-    pattern = re.compile(rf"{re.escape(split)}_\d{{4}}(\.partial)?\.wav")
+    pattern = re.compile(rf"{re.escape(split)}_\d{{4,}}(\.partial)?\.wav")
     for path in wav_dir.iterdir():
         if pattern.fullmatch(path.name):
             path.unlink()
@@ -480,35 +562,40 @@ def _write_lines(path: Path, lines: Iterable[str]) -> None:
             f.write(line + "\n")
 
 
-def _write_split_labels(out_dir: Path, split: str, utterances: Sequence[Utterance]) -> list[str]:
-    """Write {split}.tsv/.wrd/.ltr; return the ltr lines for the dictionary."""
+def _write_manifest(out_dir: Path, split: str, utterances: Sequence[Utterance]) -> None:
     root = (out_dir / "wav").resolve()
     tsv = [str(root)]
-    wrd: list[str] = []
     for utt in utterances:
-        rel = f"{split}/{split}_{utt.index:04d}.wav"
+        rel = f"{split}/{_wav_name(split, utt.index)}"
         frames = sf.info(str(root / rel)).frames  # read back, don't trust the worker
         tsv.append(f"{rel}\t{frames}")
-        wrd.append(words_to_wrd(utt.words))
-    ltr = [wrd_to_ltr(line) for line in wrd]
     _write_lines(out_dir / f"{split}.tsv", tsv)
+
+
+def _write_split_labels(out_dir: Path, split: str, utterances: Sequence[Utterance]) -> dict[str, list[str]]:
+    """Write {split}.tsv/.wrd/.ltr/.phn/.spk; return the ltr and phn lines for the dictionaries."""
+    _write_manifest(out_dir, split, utterances)
+    wrd = [words_to_wrd(utt.words) for utt in utterances]
+    labels = {"ltr": [wrd_to_ltr(line) for line in wrd], "phn": [" ".join(u.phonemes) for u in utterances]}
     _write_lines(out_dir / f"{split}.wrd", wrd)
-    _write_lines(out_dir / f"{split}.ltr", ltr)
-    return ltr
+    _write_lines(out_dir / f"{split}.ltr", labels["ltr"])
+    _write_lines(out_dir / f"{split}.phn", labels["phn"])
+    _write_lines(out_dir / f"{split}.spk", (u.voice for u in utterances))
+    return labels
 
 
-def _write_dictionary(out_dir: Path, ltr_by_split: dict[str, list[str]]) -> None:
-    """dict.ltr.txt: train counts, plus 0-count entries for letters only in dev/test.
+def _write_dictionary(out_dir: Path, lines_by_split: dict[str, list[str]], name: str = "dict.ltr.txt") -> None:
+    """dict.*.txt: train counts, plus 0-count entries for symbols only in other splits.
 
     fairseq maps unseen symbols to <unk>, so every symbol of every split must
     be listed even when train happens not to contain it.
     """
-    counts = Counter(tok for line in ltr_by_split["train"] for tok in line.split())
-    for lines in ltr_by_split.values():
-        for tok in {t for line in lines for t in line.split()}:
+    counts = Counter(tok for line in lines_by_split["train"] for tok in line.split())
+    for lines in lines_by_split.values():
+        for tok in sorted({t for line in lines for t in line.split()}):
             counts.setdefault(tok, 0)
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    _write_lines(out_dir / "dict.ltr.txt", (f"{sym} {n}" for sym, n in ordered))
+    _write_lines(out_dir / name, (f"{sym} {n}" for sym, n in ordered))
 
 
 def _split_summary(utterances: Sequence[Utterance]) -> dict:
@@ -528,19 +615,77 @@ def _load_complete_stamp(out_dir: Path, params: dict) -> dict | None:
         return None
     if data.get("version") != CORPUS_VERSION or data.get("params") != params:
         return None
-    if not (out_dir / "dict.ltr.txt").is_file():
+    if not all((out_dir / d).is_file() for d in ("dict.ltr.txt", "dict.phn.txt")):
         return None
-    for split in SPLITS:
-        files = [out_dir / f"{split}.{ext}" for ext in ("tsv", "wrd", "ltr")]
+    for split, info in data.get("splits", {}).items():
+        exts = ("tsv",) if split == UNLABELLED_SPLIT else ("tsv", "wrd", "ltr", "phn", "spk")
+        files = [out_dir / f"{split}.{ext}" for ext in exts]
         if not all(f.is_file() for f in files):
             return None
         lines = files[0].read_text(encoding="utf-8").splitlines()
-        if len(lines) != params[f"num_{split}"] + 1:
+        if len(lines) != info["count"] + 1:
             return None
         root = Path(lines[0])
         if not all((root / line.split("\t")[0]).is_file() for line in lines[1:]):
             return None
     return data
+
+
+class _Synthesizer:
+    """Runs jobs in order (1 worker) or on a process pool, logging progress every few seconds."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def run(self, jobs: Sequence[Job], what: str) -> list[Utterance]:
+        start = last = time.perf_counter()
+        if self.pool is None:
+            results_iter = map(synthesize_utterance, jobs)
+        else:
+            results_iter = self.pool.map(synthesize_utterance, jobs, chunksize=4)
+        results, seconds = [], 0.0
+        for utt in results_iter:
+            results.append(utt)
+            seconds += utt.num_samples / SAMPLE_RATE
+            now = time.perf_counter()
+            if now - last >= 5.0 or len(results) == len(jobs):
+                logger.info("%s: %d/%d utterances, %.1f min of audio, %.0f s", what, len(results), len(jobs),
+                            seconds / 60, now - start)
+                last = now
+        return results
+
+
+def _synthesize_hours(synth: _Synthesizer, out_dir: Path, split: str, hours: float, seed: int,
+                      voices: Sequence[str]) -> list[Utterance]:
+    """The shortest prefix of utterances 0, 1, 2, ... of `split` that holds `hours` of audio.
+
+    Each utterance depends only on (seed, split, index), and the prefix is the shortest one
+    reaching the target, so the result does not depend on how the indices were batched.
+    """
+    target = hours * 3600.0
+    results: list[Utterance] = []
+    total = 0.0
+    while total < target:
+        mean = total / len(results) if results else 1.8  # seconds per utterance, measured
+        guess = max(8, int((target - total) / mean * 1.1) + 1)  # overshoot a little: one pass
+        jobs = _make_jobs(out_dir, split, range(len(results), len(results) + guess), seed, voices)
+        results += synth.run(jobs, f"{split} ({hours:g} h)")
+        total = sum(u.num_samples for u in results) / SAMPLE_RATE
+    keep, seconds = 0, 0.0
+    while seconds < target:
+        seconds += results[keep].num_samples / SAMPLE_RATE
+        keep += 1
+    for extra in results[keep:]:
+        Path(out_dir / "wav" / split / _wav_name(split, extra.index)).unlink()
+    return results[:keep]
 
 
 def make_corpus(
@@ -550,16 +695,26 @@ def make_corpus(
     num_test: int = 60,
     seed: int = 1,
     workers: int | None = None,
+    heldout_voices: int | str | Sequence[str] | None = None,
+    num_test_unseen: int = 60,
+    unlabelled_hours: float = 0.0,
 ) -> dict:
     """Build (or reuse) the corpus in `out_dir` and return its summary.
 
     The summary holds per-split counts, total seconds and voice counts, plus
     "cached" (True when an existing stamp matched) and "elapsed_seconds".
     `workers` only affects speed, never the output, so it is not stamped.
+    `heldout_voices` (a count or voice names) speak only the `test_unseen` split
+    (`num_test_unseen` utterances); `unlabelled_hours` > 0 adds `unlabelled.tsv`.
     """
     out_dir = Path(out_dir)
+    heldout = resolve_heldout_voices(heldout_voices, seed)
     params = {"num_train": num_train, "num_valid": num_valid, "num_test": num_test, "seed": seed}
-    if min(num_train, num_valid, num_test) < 0:
+    if heldout:  # absent otherwise: corpora without held-out voices keep their version-1 params
+        params.update(heldout_voices=list(heldout), num_test_unseen=num_test_unseen)
+    if unlabelled_hours:
+        params["unlabelled_hours"] = unlabelled_hours
+    if min(num_train, num_valid, num_test, num_test_unseen) < 0 or unlabelled_hours < 0:
         raise ValueError(f"split sizes must be >= 0: {params}")
     start = time.perf_counter()
     stamped = _load_complete_stamp(out_dir, params)
@@ -569,58 +724,81 @@ def make_corpus(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / STAMP_NAME).unlink(missing_ok=True)  # incomplete until rewritten
-    jobs: list[Job] = []
-    for split in SPLITS:
+    seen = [v for v in VOICES if v not in heldout]
+    plan = {split: (params[f"num_{split}"], seen) for split in SPLITS}
+    if heldout:
+        plan[UNSEEN_SPLIT] = (num_test_unseen, heldout)
+    for split in (*SPLITS, UNSEEN_SPLIT, UNLABELLED_SPLIT):
         _clear_split_audio(out_dir, split)
-        jobs += _make_jobs(out_dir, split, params[f"num_{split}"], seed)
+        if split not in plan and split != UNLABELLED_SPLIT or split == UNLABELLED_SPLIT and not unlabelled_hours:
+            for ext in ("tsv", "wrd", "ltr", "phn", "spk"):  # a stale optional split must not survive
+                (out_dir / f"{split}.{ext}").unlink(missing_ok=True)
+    jobs: list[Job] = []
+    for split, (count, voices) in plan.items():
+        jobs += _make_jobs(out_dir, split, range(count), seed, voices)
 
     workers = max(1, workers or os.cpu_count() or 1)
-    logger.info("synthesizing %d utterances with %d worker(s)", len(jobs), workers)
-    if workers == 1:
-        results = [synthesize_utterance(job) for job in jobs]
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(synthesize_utterance, jobs, chunksize=4))
+    logger.info("synthesizing %d labelled utterances with %d worker(s)", len(jobs), workers)
+    with _Synthesizer(workers) as synth:
+        results = synth.run(jobs, "labelled splits")
+        unlabelled = (_synthesize_hours(synth, out_dir, UNLABELLED_SPLIT, unlabelled_hours, seed, seen)
+                      if unlabelled_hours else [])
 
-    ltr_by_split: dict[str, list[str]] = {}
+    labels_by_split: dict[str, dict[str, list[str]]] = {}
     summary: dict = {"version": CORPUS_VERSION, "params": params, "splits": {}}
-    for split in SPLITS:
+    for split in plan:
         utts = [u for u in results if u.split == split]
-        ltr_by_split[split] = _write_split_labels(out_dir, split, utts)
+        labels_by_split[split] = _write_split_labels(out_dir, split, utts)
         summary["splits"][split] = _split_summary(utts)
-    _write_dictionary(out_dir, ltr_by_split)
+    for kind in ("ltr", "phn"):
+        _write_dictionary(out_dir, {s: labels[kind] for s, labels in labels_by_split.items()}, f"dict.{kind}.txt")
+    if unlabelled_hours:
+        _write_manifest(out_dir, UNLABELLED_SPLIT, unlabelled)
+        summary["splits"][UNLABELLED_SPLIT] = _split_summary(unlabelled)
     summary["voices"] = sorted({u.voice for u in results})
-    summary["retried"] = sum(u.attempts > 1 for u in results)
+    summary["heldout_voices"] = list(heldout)
+    summary["retried"] = sum(u.attempts > 1 for u in results + unlabelled)
 
     stamp_tmp = out_dir / (STAMP_NAME + ".tmp")
     stamp_tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(stamp_tmp, out_dir / STAMP_NAME)  # written last: marks completeness
     elapsed = time.perf_counter() - start
-    logger.info("wrote %d utterances to %s in %.1f s", len(results), out_dir, elapsed)
+    logger.info("wrote %d utterances to %s in %.1f s", len(results) + len(unlabelled), out_dir, elapsed)
     return {**summary, "cached": False, "elapsed_seconds": elapsed}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--num-train", type=int, default=360)
     parser.add_argument("--num-valid", type=int, default=60)
     parser.add_argument("--num-test", type=int, default=60)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=None, help="default: os.cpu_count()")
+    parser.add_argument("--heldout-voices", default=None,
+                        help="N (drawn with --seed) or comma-separated voice names that speak only "
+                             f"the {UNSEEN_SPLIT} split; voices: {', '.join(VOICES)}")
+    parser.add_argument("--num-test-unseen", type=int, default=60,
+                        help=f"utterances of {UNSEEN_SPLIT} (with --heldout-voices)")
+    parser.add_argument("--unlabelled-hours", type=float, default=0.0,
+                        help=f"add {UNLABELLED_SPLIT}.tsv with this many hours of audio (seen voices, no labels)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(message)s")
 
-    summary = make_corpus(
-        args.out_dir, args.num_train, args.num_valid, args.num_test, args.seed, args.workers
-    )
+    try:
+        summary = make_corpus(args.out_dir, args.num_train, args.num_valid, args.num_test, args.seed,
+                              args.workers, args.heldout_voices, args.num_test_unseen, args.unlabelled_hours)
+    except ValueError as e:
+        parser.error(str(e))
     state = "reused" if summary["cached"] else "generated"
     print(f"{state} corpus in {args.out_dir} ({summary['elapsed_seconds']:.1f} s)")
-    for split in SPLITS:
-        s = summary["splits"][split]
-        print(f"  {split:5s} {s['count']:5d} utterances {s['seconds']:8.1f} s")
+    for split, s in summary["splits"].items():
+        print(f"  {split:11s} {s['count']:6d} utterances {s['seconds']:9.1f} s")
     print(f"  voices: {', '.join(summary['voices'])}")
+    if summary.get("heldout_voices"):
+        print(f"  held out (only in {UNSEEN_SPLIT}): {', '.join(summary['heldout_voices'])}")
     return 0
 
 

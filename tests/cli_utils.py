@@ -12,6 +12,14 @@ REPO = Path(__file__).resolve().parent.parent
 HYDRA_TRAIN = str(Path(sys.executable).with_name("fairseq-hydra-train"))
 
 
+def tiny_audio_overrides(corpus, save_dir, max_update) -> List[str]:
+    """The short tiny_audio pretraining of the tests (json log rows every update, no validation)."""
+    return [f"task.data={corpus}", f"checkpoint.save_dir={save_dir}",
+            f"optimization.max_update={max_update}", "common.log_format=json", "common.log_interval=1",
+            "dataset.max_tokens=96000", "dataset.disable_validation=true",
+            "checkpoint.save_interval_updates=50", "dataset.num_workers=1"]
+
+
 def hydra_command(config_dir: str, config: str, overrides: List[str]) -> List[str]:
     return [HYDRA_TRAIN, "--config-dir", str(REPO / "config" / config_dir), "--config-name", config,
             f"common.user_dir={REPO / 'd2v_plugin'}", *overrides]

@@ -26,6 +26,25 @@ def speech_corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_audio_run(speech_corpus, tmp_path_factory):
+    """(run folder, json log rows, updates) of one 100-update tiny_audio pretraining on the session
+    corpus, shared by the pretraining CLI tests and the speech probe tests."""
+    from cli_utils import json_rows, run_hydra_train, tiny_audio_overrides
+
+    updates = 100
+    run_dir = tmp_path_factory.mktemp("tiny_audio_run")
+    proc = run_hydra_train("pretraining", "tiny_audio",
+                           tiny_audio_overrides(speech_corpus, run_dir / "ckpt", updates), cwd=run_dir)
+    return run_dir, json_rows(proc.stdout + proc.stderr), updates
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_pretrained(tiny_audio_run):
+    """checkpoint_last.pt of tiny_audio_run (update 100)."""
+    return tiny_audio_run[0] / "ckpt" / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="session")
 def text_pipeline_prepared(tmp_path_factory):
     """(root, corpus, data-bin) of the embedded text corpus with odd lines (text_pipeline.py)."""
     from text_pipeline import prepare_corpus

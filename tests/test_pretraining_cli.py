@@ -7,26 +7,22 @@ import pytest
 import torch
 
 from cli_utils import (HYDRA_TRAIN, REPO, assert_same_rows_after_resume, json_rows,
-                       kill_after_first_checkpoint, run_hydra_train, run_python)
+                       kill_after_first_checkpoint, run_hydra_train, run_python, tiny_audio_overrides)
 
 pytestmark = pytest.mark.slow
 
-UPDATES = 100
+UPDATES = 100  # the session fixture tiny_audio_run (conftest.py)
 
 
 def train_overrides(corpus, save_dir, max_update):
-    return [f"task.data={corpus}", f"checkpoint.save_dir={save_dir}",
-            f"optimization.max_update={max_update}", "common.log_format=json", "common.log_interval=1",
-            "dataset.max_tokens=96000", "dataset.disable_validation=true",
-            "checkpoint.save_interval_updates=50", "dataset.num_workers=1"]
+    return tiny_audio_overrides(corpus, save_dir, max_update)
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(speech_corpus, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("uninterrupted")
-    proc = run_hydra_train("pretraining", "tiny_audio",
-                           train_overrides(speech_corpus, run_dir / "ckpt", UPDATES), cwd=run_dir)
-    return run_dir, json_rows(proc.stdout + proc.stderr)
+def uninterrupted(tiny_audio_run):
+    run_dir, rows, updates = tiny_audio_run
+    assert updates == UPDATES
+    return run_dir, rows
 
 
 def test_tiny_pretraining_loss_goes_down_without_collapse(uninterrupted):

@@ -42,7 +42,8 @@ def _tsv(corpus: Path, split: str) -> tuple[Path, list[tuple[str, int]]]:
 
 
 def _label_files(corpus: Path) -> dict[str, bytes]:
-    names = [f"{s}.{ext}" for s in msc.SPLITS for ext in ("wrd", "ltr")] + ["dict.ltr.txt"]
+    names = [f"{s}.{ext}" for s in msc.SPLITS for ext in ("wrd", "ltr", "phn", "spk")]
+    names += ["dict.ltr.txt", "dict.phn.txt"]
     return {name: (corpus / name).read_bytes() for name in names}
 
 
@@ -215,3 +216,87 @@ def test_every_voice_sounds_different(tmp_path):
         msc.synthesize("the quick brown dog runs home", voice, 160, 50, wav)
         digests[voice] = hashlib.sha256(wav.read_bytes()).hexdigest()
     assert len(set(digests.values())) == len(msc.VOICES), digests
+
+
+# ---------------------------------------------------------------- phonemes, speakers, held-out voices
+
+
+def test_ipa_tokens_drop_stress_keep_length():
+    assert msc.ipa_to_phonemes("ð_ə d_ˈɑː_ɡ\nɹ_ˌʌ_n_z") == ["ð", "ə", "d", "ɑː", "ɡ", "ɹ", "ʌ", "n", "z"]
+    assert msc.ipa_to_phonemes("  ˈ_aɪ  ") == ["aɪ"]
+
+
+@needs_tools
+def test_phonemes_and_speakers_align_with_manifest(corpus):
+    out, summary = corpus
+    symbols = [line.split(" ")[0] for line in _lines(out / "dict.phn.txt")]
+    assert len(symbols) == len(set(symbols))
+    used = set()
+    for split in msc.SPLITS:
+        _, rows = _tsv(out, split)
+        phn, spk = _lines(out / f"{split}.phn"), _lines(out / f"{split}.spk")
+        assert len(phn) == len(spk) == len(rows)
+        assert all(line and "ˈ" not in line and "ˌ" not in line and "  " not in line for line in phn)
+        used |= {t for line in phn for t in line.split(" ")}
+        assert set(spk) <= set(msc.VOICES)
+        assert dict(sorted(__import__("collections").Counter(spk).items())) == summary["splits"][split]["voices"]
+    assert used == set(symbols)
+
+
+@needs_tools
+def test_phonemes_are_what_espeak_says_for_that_voice(corpus):
+    """The .phn line is espeak-ng's own phonemisation of the .wrd text with that utterance's voice."""
+    import subprocess
+
+    out, _ = corpus
+    for i in (0, 1):
+        text = _lines(out / "train.wrd")[i].lower()
+        voice = _lines(out / "train.spk")[i]
+        ipa = subprocess.run(["espeak-ng", "-q", "--ipa", "--sep=_", "-v", voice, text],
+                             capture_output=True, text=True, check=True).stdout
+        assert _lines(out / "train.phn")[i] == " ".join(msc.ipa_to_phonemes(ipa))
+
+
+def test_heldout_voice_choice():
+    assert msc.resolve_heldout_voices(None, 1) == ()
+    two = msc.resolve_heldout_voices(2, 1)
+    assert len(two) == 2 and two == msc.resolve_heldout_voices("2", 1) and set(two) <= set(msc.VOICES)
+    assert msc.resolve_heldout_voices("en-029,en-us", 1) == ("en-us", "en-029")  # VOICES order
+    for bad in ("en-xx", len(msc.VOICES) - 1, ",".join(msc.VOICES)):
+        with pytest.raises(ValueError):
+            msc.resolve_heldout_voices(bad, 1)
+
+
+@needs_tools
+def test_heldout_voices_speak_only_test_unseen_and_unlabelled_hours(tmp_path):
+    out = tmp_path / "heldout"
+    hours = 0.005  # 18 s
+    summary = msc.make_corpus(out, num_train=12, num_valid=4, num_test=4, seed=1, workers=2,
+                              heldout_voices=2, num_test_unseen=4, unlabelled_hours=hours)
+    heldout = set(summary["heldout_voices"])
+    assert len(heldout) == 2
+    unseen = set(_lines(out / "test_unseen.spk"))
+    assert unseen <= heldout and len(_lines(out / "test_unseen.phn")) == 4
+    for split in msc.SPLITS:
+        assert not set(_lines(out / f"{split}.spk")) & heldout, split
+    # unlabelled: audio only, seen voices, the shortest prefix of utterances holding the hours
+    _, rows = _tsv(out, "unlabelled")
+    assert not (out / "unlabelled.phn").exists() and not (out / "unlabelled.spk").exists()
+    seconds = [n / 16_000 for _, n in rows]
+    assert sum(seconds) >= hours * 3600 > sum(seconds[:-1])
+    assert [rel for rel, _ in rows] == [f"unlabelled/unlabelled_{i:04d}.wav" for i in range(len(rows))]
+    assert len(list((out / "wav" / "unlabelled").glob("*.wav"))) == len(rows)
+    assert not set(summary["splits"]["unlabelled"]["voices"]) & heldout
+    for split in (*msc.SPLITS, "test_unseen"):  # the dictionary covers held-out phonemes too
+        symbols = {line.split(" ")[0] for line in _lines(out / "dict.phn.txt")}
+        assert {t for line in _lines(out / f"{split}.phn") for t in line.split()} <= symbols
+    # deterministic, and a rebuild without the options removes the optional splits
+    again = msc.make_corpus(tmp_path / "again", num_train=12, num_valid=4, num_test=4, seed=1, workers=1,
+                            heldout_voices=sorted(heldout), num_test_unseen=4, unlabelled_hours=hours)
+    assert again["params"] == summary["params"]
+    for name in ("test_unseen.phn", "test_unseen.spk", "train.phn", "dict.phn.txt"):
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes()
+    assert _tsv(tmp_path / "again", "unlabelled")[1] == rows
+    msc.make_corpus(out, num_train=12, num_valid=4, num_test=4, seed=1, workers=2)
+    assert not (out / "test_unseen.tsv").exists() and not (out / "unlabelled.tsv").exists()
+    assert not list((out / "wav" / "unlabelled").glob("*.wav"))
