@@ -6,7 +6,7 @@ What runs (everything fairseq builds for ``fairseq-hydra-train``, minus the Trai
 
 * the config's ``task`` / ``model`` / ``criterion`` / ``optimizer`` sections (default
   ``config/pretraining/base_audio.yaml``) composed and built exactly as in
-  ``pretraining_throughput.py`` (``setup_task`` -> ``build_model`` -> ``build_criterion`` ->
+  the CPU benchmark (``throughput/step.py``: ``setup_task`` -> ``build_model`` -> ``build_criterion`` ->
   ``build_optimizer``), the model moved to the device;
 * a synthetic corpus, generated with a fixed seed into a temporary folder: utterances of
   ``--utterance-seconds`` (default: the yaml's ``max_tokens`` split into the fewest utterances
@@ -59,7 +59,9 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO))
 
 from flops import bf16_peak_tflops, count_flops, time_matmul  # noqa: E402
-from pretraining_throughput import build, config_label, cpu_model, load_yaml  # noqa: E402
+from throughput.configs import config_label, load_yaml  # noqa: E402
+from throughput.resources import cpu_model  # noqa: E402
+from throughput.step import build  # noqa: E402
 
 
 def synthetic_corpus(folder: Path, count: int, samples: int, sample_rate: int, seed: int) -> Path:
