@@ -98,7 +98,7 @@ def load_upstream(path: str, random_init: bool = False, seed: int = 1) -> Upstre
     import d2v_plugin  # noqa: F401  (registers data2vec_multi)
     from fairseq import checkpoint_utils, tasks
 
-    from ..masking import feature_lengths, receptive_field
+    from ..audio_frames import feature_lengths, receptive_field
     from .checkpoint import model_name
 
     state = _read_state(path)
