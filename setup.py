@@ -13,7 +13,10 @@ setup(
         # fairseq's main branch repackaged with the Python 3.11 dataclass fix, prebuilt cp311
         # wheel (fairseq==0.12.2 does not install on 3.11). See README "Installation".
         "ve-fairseq==0.12.3",
-        "omegaconf>=2.1",
+        # a fresh install otherwise resolves the pre-releases hydra-core 1.4.0rc3 / omegaconf 2.4.1rc1,
+        # and fairseq's hydra.experimental.compose import fails with them
+        "hydra-core>=1.3,<1.4",
+        "omegaconf>=2.1,<2.4",
         "soundfile>=0.12",
         "sentencepiece>=0.1.99",
         "numpy>=1.24",

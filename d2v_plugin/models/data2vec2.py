@@ -23,6 +23,7 @@ from . import text_encoder  # noqa: F401  (registers TEXT)
 from .config import Data2Vec2Config
 from .ema import EMATeacher, ema_decay_at
 from .modality import MODALITY_ENCODERS, Contextualized, LayerMasks, ModalityEncoder, make_block
+from .param_groups import mark_no_weight_decay
 from .targets import average_top_k
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class Data2Vec2Model(BaseFairseqModel):
         if not skip_ema:
             self.teacher = EMATeacher(self._teacher_source(), drop=self._parts_not_in_teacher())
             self.teacher.decay = cfg.ema_decay
+        mark_no_weight_decay(self)  # used by recipes whose composite optimizer has a no_decay group
 
     @classmethod
     def build_model(cls, cfg: Data2Vec2Config, task=None):
