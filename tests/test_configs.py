@@ -101,7 +101,8 @@ def test_large_finetuning_config_composes_with_the_published_budget_and_layer_de
     updates, lr, mask_prob, channel_prob, gpus, update_freq = LARGE_FINETUNING[name]
     assert cfg.optimization.max_update == updates and cfg.optimization.lr == [lr]
     assert cfg.model.mask_prob == mask_prob and cfg.model.mask_channel_prob == channel_prob
-    assert cfg.distributed_training.distributed_world_size == gpus and cfg.optimization.update_freq == [update_freq]
+    assert cfg.distributed_training.distributed_world_size == gpus
+    assert cfg.optimization.update_freq == [update_freq]
     assert cfg.dataset.max_tokens == 1280000 and cfg.model.layerdrop == 0.1
     assert 0 < cfg.model.layer_decay < 1 and cfg.model.feature_grad_mult == 0.0
     # layer_decay is applied only by the composite optimizer with dynamic groups; the pretrained
