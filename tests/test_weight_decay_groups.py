@@ -157,7 +157,8 @@ def test_groups_and_their_adam_state_survive_a_restart_from_checkpoint_last(tmp_
     """tiny_image (composite optimizer, two named groups) through the real fairseq-hydra-train:
     4 updates straight, against 2 updates then the same command to 4 (fairseq restarts from
     checkpoint_last.pt). The restarted run logs the same losses and ends with the same Adam
-    state per group; the same restart with the optimizer reset does not (the check can fail)."""
+    moments per group (to float32 rounding); restarted with the optimizer reset, its moments
+    differ by more than 10 % (the check can fail)."""
     import make_image_corpus as mic
 
     mic.make_corpus(tmp_path / "digits", size=32, seed=1)
@@ -165,7 +166,9 @@ def test_groups_and_their_adam_state_survive_a_restart_from_checkpoint_last(tmp_
     def run(name, updates, *extra):
         return run_hydra_train("pretraining", "tiny_image", [
             f"task.data={tmp_path / 'digits'}", f"checkpoint.save_dir={tmp_path / name}",
-            f"optimization.max_update={updates}", "optimizer.groups.default.lr_scheduler.warmup_updates=2",
+            f"optimization.max_update={updates}",
+            # the 2-update leg ends inside the warm-up, so every update sees the straight run's lr
+            "optimizer.groups.default.lr_scheduler.warmup_updates=3",
             "common.log_format=json", "common.log_interval=1", "dataset.disable_validation=true",
             "checkpoint.save_interval_updates=0", *extra], cwd=tmp_path)
 
@@ -175,8 +178,13 @@ def test_groups_and_their_adam_state_survive_a_restart_from_checkpoint_last(tmp_
     straight = json_rows(run("straight", 4).stdout)
     run("restarted", 2)
     restarted = json_rows(run("restarted", 4).stdout)
-    assert [r["num_updates"] for r in restarted] == ["3", "4"]
+    assert [int(r["num_updates"]) for r in restarted] == [3, 4]
     assert [r["loss"] for r in restarted] == [r["loss"] for r in straight[2:]]
+
+    def relative_difference(a, b, group):
+        """Largest |a - b| / max |b| over the Adam moments of one group."""
+        return max(((a[group]["state"][i][k] - moments[k]).abs().max() / moments[k].abs().max()).item()
+                   for i, moments in b[group]["state"].items() for k in ("exp_avg", "exp_avg_sq"))
 
     expected, got = state("straight"), state("restarted")
     assert set(got) == {"default", "no_decay"}
@@ -184,11 +192,10 @@ def test_groups_and_their_adam_state_survive_a_restart_from_checkpoint_last(tmp_
     assert [g["weight_decay"] for g in got["no_decay"]["param_groups"]] == [0.0]
     for group in ("default", "no_decay"):
         assert got[group]["state"].keys() == expected[group]["state"].keys()
-        for index, moments in expected[group]["state"].items():
-            for key in ("exp_avg", "exp_avg_sq"):
-                assert torch.equal(got[group]["state"][index][key], moments[key]), (group, index, key)
+        # float32 rounding differs between processes (measured: at most 4e-7 relative)
+        assert relative_difference(got, expected, group) < 1e-5, group
 
     run("reset", 2)
     run("reset", 4, "checkpoint.reset_optimizer=true")
     reset = state("reset")
-    assert not torch.equal(reset["default"]["state"][0]["exp_avg"], expected["default"]["state"][0]["exp_avg"])
+    assert relative_difference(reset, expected, "default") > 0.1  # moments from 2 updates, not 4
