@@ -143,7 +143,7 @@ def main(argv=None) -> dict:
         timings["pretrain"] = hydra("pretraining", f"tiny_{args.modality}", [
             *pretrain_data, f"optimization.max_update={args.pretrain_updates}",
             f"model.ema_anneal_end_step={args.pretrain_updates}",
-            f"lr_scheduler.warmup_updates={max(1, args.pretrain_updates // 10)}",
+            f"optimizer.groups.default.lr_scheduler.warmup_updates={max(1, args.pretrain_updates // 10)}",
             f"checkpoint.save_dir={work / 'pretrain'}", "checkpoint.save_interval_updates=0",
         ], work / "pretrain" / "train.log")
 

@@ -37,8 +37,10 @@ def test_pretraining_config_composes_and_builds_the_model(path, tmp_path):
     if cfg.task._name == "data2vec_text_pretraining":  # the text task reads the vocabulary at setup
         (tmp_path / "dict.txt").write_text("".join(f"piece{i} {100 - i}\n" for i in range(40)))
     task = tasks.setup_task(cfg.task)
-    if cfg.model.embed_dim > 128:  # keep the base configs cheap: same code path, one block
+    if cfg.model.embed_dim > 128:  # keep the base/large configs cheap: same code path, one block
         cfg.model.depth, cfg.model.average_top_k_layers = 1, 1
+        modality = cfg.model.modalities[cfg.model.supported_modality.lower()]
+        modality.prenet_depth = min(modality.get("prenet_depth", 0), 1)
     task.build_model(cfg.model)
     assert task.clone_batch == cfg.model.clone_batch  # every MaskedPretrainingTask
     assert (cfg.model.clone_batch == 1) == cfg.model.get("encode_masked", False)  # 1.0 recipe: one encoded view
@@ -89,3 +91,29 @@ def test_text_classification_config_composes_and_builds_on_a_text_checkpoint(nam
     model = task.build_model(cfg.model)
     logits, _ = model(source=torch.tensor([[0, 5, 6, 7, 2, 1]]), classification_head_name="sentence_classification_head")
     assert logits.shape == (1, 10)
+
+
+# fairseq's published large (LV-60k) fine-tuning recipes, examples/wav2vec/config/finetuning/vox_*.yaml:
+# updates, learning rate, time mask prob, channel mask prob, GPUs x update_freq.
+LARGE_FINETUNING = {"large_10m": (13000, 1e-4, 0.65, 0.25, 4, 5), "large_1h": (13000, 3e-4, 0.75, 0.25, 4, 5),
+                    "large_10h": (20000, 1e-4, 0.75, 0.25, 4, 5), "large_100h": (80000, 3e-5, 0.5, 0.5, 4, 5),
+                    "large_960h": (320000, 3e-5, 0.5, 0.25, 24, 1)}
+
+
+@pytest.mark.parametrize("name", sorted(LARGE_FINETUNING))
+def test_large_finetuning_config_composes_with_the_published_budget_and_layer_decay(name, tmp_path):
+    cfg = compose(REPO / "config" / "finetuning" / f"{name}.yaml",
+                  [f"task.data={tmp_path}", f"model.w2v_path={tmp_path / 'pretrained.pt'}"])
+    updates, lr, mask_prob, channel_prob, gpus, update_freq = LARGE_FINETUNING[name]
+    assert cfg.optimization.max_update == updates and cfg.optimization.lr == [lr]
+    assert cfg.model.mask_prob == mask_prob and cfg.model.mask_channel_prob == channel_prob
+    assert cfg.distributed_training.distributed_world_size == gpus
+    assert cfg.optimization.update_freq == [update_freq]
+    assert cfg.dataset.max_tokens == 1280000 and cfg.model.layerdrop == 0.1
+    assert 0 < cfg.model.layer_decay < 1 and cfg.model.feature_grad_mult == 0.0
+    # layer_decay is applied only by the composite optimizer with dynamic groups; the pretrained
+    # model's no_decay group needs its own entry; fp16 must keep one tensor per parameter
+    assert cfg.optimizer._name == "composite" and cfg.optimizer.dynamic_groups
+    assert set(cfg.optimizer.groups) == {"default", "no_decay"} and cfg.lr_scheduler._name == "pass_through"
+    assert cfg.optimizer.groups.default.lr_scheduler.phase_ratio == [0.1, 0.4, 0.5]
+    assert cfg.common.fp16_no_flatten_grads

@@ -47,8 +47,8 @@ def digits(tmp_path_factory) -> Path:
 
 def overrides(corpus: Path, save_dir: Path, max_update: int = UPDATES):
     return [f"task.data={corpus}", f"checkpoint.save_dir={save_dir}", f"optimization.max_update={max_update}",
-            "common.log_format=json", "common.log_interval=1", "lr_scheduler.warmup_updates=10",
-            "checkpoint.save_interval_updates=1000", "dataset.num_workers=1"]
+            "common.log_format=json", "common.log_interval=1", "checkpoint.save_interval_updates=1000",
+            "optimizer.groups.default.lr_scheduler.warmup_updates=10", "dataset.num_workers=1"]
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def prepare_corpus(root: Path):
 
 def pretraining_overrides(data_bin: Path, save_dir: Path):
     return [f"task.data={data_bin}", f"checkpoint.save_dir={save_dir}",
-            f"optimization.max_update={UPDATES}", "lr_scheduler.warmup_updates=10",
+            f"optimization.max_update={UPDATES}", "optimizer.groups.default.lr_scheduler.warmup_updates=10",
             "common.log_format=json", "common.log_interval=1", "dataset.validate_interval_updates=0",
             "checkpoint.save_interval_updates=0"]
 

@@ -22,6 +22,7 @@ from .ema import EMATeacher, ema_decay_at
 from .modality import Contextualized, LayerMasks, ModalityEncoder, make_block
 from .modality_encoders import MODALITY_ENCODERS
 from .objective import ObjectiveResult, pretraining_objective
+from .param_groups import mark_no_weight_decay
 from .targets import average_top_k
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Data2Vec2Model(BaseFairseqModel):
         if not skip_ema:
             self.teacher = EMATeacher(self._teacher_source(), drop=self._parts_not_in_teacher())
             self.teacher.decay = cfg.ema_decay
+        mark_no_weight_decay(self)  # used by recipes whose composite optimizer has a no_decay group
 
     @classmethod
     def build_model(cls, cfg: Data2Vec2Config, task=None):
