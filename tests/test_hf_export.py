@@ -285,7 +285,6 @@ REFUSED = [
 ]
 
 
-@AUDIO.skip_if_missing
 @pytest.mark.parametrize("option, value, edit", REFUSED, ids=[r[0] for r in REFUSED])
 def test_export_refuses_an_unsupported_option_naming_it(tmp_path, option, value, edit):
     from d2v_plugin.hf.export import UnsupportedCheckpoint, export
@@ -296,7 +295,6 @@ def test_export_refuses_an_unsupported_option_naming_it(tmp_path, option, value,
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
-@AUDIO.skip_if_missing
 @pytest.mark.slow
 def test_export_cli_reports_a_refusal_in_one_line(tmp_path):
     option, value, edit = REFUSED[0]
@@ -309,7 +307,6 @@ def test_export_cli_reports_a_refusal_in_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@AUDIO.skip_if_missing
 def test_export_refuses_weights_that_do_not_map(tmp_path):
     from d2v_plugin.hf.export import UnsupportedCheckpoint, export
 
@@ -472,7 +469,6 @@ def test_asr_pipeline_without_trust_remote_code_where_d2v_plugin_is_installed(tr
         assert asr({"raw": wav, "sampling_rate": rate})["text"] == expected
 
 
-@AUDIO.skip_if_missing
 def test_export_refuses_a_non_empty_folder_and_overwrite_replaces_an_earlier_ctc_export(tmp_path):
     from d2v_plugin.console import UserInputError
     from d2v_plugin.hf.export import export

@@ -67,7 +67,6 @@ def test_label_files_errors_name_file_and_line(tmp_path):
 # ---------------------------------------------------------------- upstreams
 
 
-@AUDIO_REF.skip_if_missing
 def test_reference_checkpoint_hidden_states_are_block_input_and_outputs():
     """The layers probed are exactly the reference implementation's block-0 input and block outputs."""
     up = load_upstream(str(AUDIO_REF.dir / "checkpoint.pt"))
@@ -78,7 +77,6 @@ def test_reference_checkpoint_hidden_states_are_block_input_and_outputs():
     AUDIO_REF.assert_matches(torch.stack(states[1:]), "feat_block_outputs")
 
 
-@IMAGE_REF.skip_if_missing
 def test_not_a_speech_checkpoint_is_refused_with_its_name(speech_corpus):
     ckpt = str(IMAGE_REF.dir / "checkpoint.pt")
     with pytest.raises(UserInputError, match=rf"{ckpt}: not a speech model"):
