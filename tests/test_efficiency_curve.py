@@ -1,0 +1,79 @@
+"""examples/efficiency_curve.py: the time-to-quality curve at a tiny budget (two methods, two
+marks, probes included), its resume, and the headline arithmetic."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cli_utils import REPO
+
+sys.path.insert(0, str(REPO / "examples"))
+import efficiency_curve as EC  # noqa: E402
+
+
+def point(cpu_s, per):
+    return {"cpu_s": cpu_s, "per_test": per}
+
+
+def test_compute_to_reach_interpolates_between_marks():
+    points = [point(10, 90.0), point(20, 80.0), point(40, 70.0)]
+    assert EC.compute_to_reach(points, 90.0) == 10
+    assert EC.compute_to_reach(points, 75.0) == pytest.approx(30.0)
+    assert EC.compute_to_reach(points, 60.0) is None
+
+
+def test_headline_is_the_compute_ratio_to_reach_the_references_best():
+    results = [{"method": "w2v2", "points": [point(10, 95.0), point(100, 85.0)]},
+               {"method": "d2v2", "points": [point(10, 88.0), point(20, 80.0)]},
+               {"method": "slow", "points": [point(50, 99.0), point(100, 90.0)]}]
+    head = EC.headline(results)
+    assert head["target_per"] == 85.0 and head["reference_cpu_s"] == 100
+    assert head["methods"]["w2v2"]["ratio"] == 1.0
+    assert head["methods"]["d2v2"]["cpu_s"] == pytest.approx(10 + 10 * 3 / 8)
+    assert head["methods"]["slow"] == {"cpu_s": None, "ratio": None}
+
+
+def test_method_spec_parses_and_refuses_nonsense():
+    m = EC.parse_method("small=config/pretraining:tiny_audio,model.depth=2")
+    assert (m.config_dir, m.config, m.overrides, m.ema) == ("config/pretraining", "tiny_audio", ("model.depth=2",), True)
+    assert EC.parse_method("w2v2") is EC.METHODS["w2v2"]
+    with pytest.raises(Exception, match="expected one of"):
+        EC.parse_method("nonsense")
+
+
+@pytest.mark.slow
+def test_tiny_curve_runs_probes_and_resumes(speech_corpus, tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    cmd = [sys.executable, str(REPO / "examples" / "efficiency_curve.py"), "--data", str(speech_corpus),
+           "--work-dir", str(work), "--out-dir", str(out), "--methods", "d2v2", "w2v2",
+           "--budget-cpu-minutes", "0.25", "--marks", "0.5", "1", "--train-subset", "train",
+           "--calibration-updates", "4", "--dense-checkpoints", "4", "--probe-seeds", "1",
+           "--probe-arg=--pr-steps=40", "--probe-arg=--sid-steps=20", "--probe-arg=--pr-lrs=0.1",
+           "--probe-arg=--sid-lrs=0.1", "--probe-arg=--cache-dir="]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    curve = json.loads((out / "curve.json").read_text())
+    assert [r["method"] for r in curve["results"]] == ["d2v2", "w2v2"]
+    for r in curve["results"]:
+        assert 1 <= len(r["points"]) <= 2
+        cpus = [p["cpu_s"] for p in r["points"]]
+        assert cpus == sorted(cpus) and 0 < cpus[-1] < 3 * 15  # training CPU, start-up excluded
+        for p in r["points"] + [r["random_init"]]:
+            assert 0 <= p["per_test"] <= 200 and p.get("per_split", "test") == "test"
+        sidecar = json.loads(open(r["points"][0]["path"].replace(".pt", ".compute.json")).read())
+        assert sidecar["cpu_s"] == r["points"][0]["cpu_s"] and sidecar["threads"] == 1
+    assert "w2v2" in curve["headline"]["methods"]
+    assert (out / "curve.png").stat().st_size > 10_000
+    assert "| d2v2 random init |" in (out / "curve.md").read_text()
+
+    logs = {p: p.stat().st_mtime_ns for p in work.rglob("*.log")}
+    probes = {p: p.stat().st_mtime_ns for p in work.rglob("probes/*.json")}
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "pretraining:" not in again.stdout and "probing" not in again.stdout  # everything reused
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("*.log")} == logs
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("probes/*.json")} == probes
+    assert json.loads((out / "curve.json").read_text())["results"] == curve["results"]
