@@ -45,7 +45,6 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import console
 
@@ -101,7 +100,7 @@ def extract(checkpoint: str, data: str, split: str, out_dir: str, layer: Layer =
     """Write one ``.npy`` per utterance of ``<data>/<split>.tsv`` plus ``features.tsv``
     (``show_progress``: a live progress line on stderr, see ``console.Progress``)."""
     from d2v_plugin.audio_frames import feature_lengths, receptive_field
-    from d2v_plugin.data.audio_dataset import load_audio
+    from d2v_plugin.data.audio_dataset import load_padded_batch
     from d2v_plugin.data.manifest import read_manifest
 
     from .checkpoint import load_encoder
@@ -132,17 +131,8 @@ def extract(checkpoint: str, data: str, split: str, out_dir: str, layer: Layer =
     with torch.inference_mode(), progress:
         for start in range(0, len(order), max(1, batch_size)):
             batch = order[start:start + max(1, batch_size)]
-            wavs = [torch.from_numpy(load_audio(e, tsv, enc.sample_rate)) for e in batch]
-            if enc.normalize:
-                wavs = [F.layer_norm(w, w.shape) for w in wavs]
-            sizes = [w.numel() for w in wavs]
-            source = wavs[0].new_zeros(len(wavs), max(sizes))
-            padding = torch.zeros(len(wavs), max(sizes), dtype=torch.bool)
-            for i, w in enumerate(wavs):
-                source[i, :w.numel()] = w
-                padding[i, w.numel():] = True
-            out = model.extract_features(source.to(device),
-                                         padding.to(device) if padding.any() else None,
+            source, padding, sizes = load_padded_batch(batch, tsv, enc.sample_rate, enc.normalize)
+            out = model.extract_features(source.to(device), None if padding is None else padding.to(device),
                                          mask=False)
             frames = feature_lengths(torch.tensor(sizes), conv_spec).tolist()
             for b, e in enumerate(batch):

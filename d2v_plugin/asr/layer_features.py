@@ -34,7 +34,6 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..console import UserInputError
 
@@ -202,7 +201,7 @@ def _save_npy(path: str, array: np.ndarray) -> None:
 def split_features(up_loader: Callable[[], Upstream], manifest_path: str, cache_dir: Optional[str], key: str,
                    batch_size: int = 1, progress: str = "", describe: Optional[dict] = None) -> SplitFeatures:
     """Hidden states of every utterance of a manifest, from the cache or extracted (and cached)."""
-    from ..data.audio_dataset import load_audio
+    from ..data.audio_dataset import load_padded_batch
     from ..data.manifest import read_manifest
 
     start = time.perf_counter()
@@ -223,16 +222,9 @@ def split_features(up_loader: Callable[[], Upstream], manifest_path: str, cache_
     last = time.perf_counter()
     for done in range(0, len(order), batch_size):
         batch = order[done:done + batch_size]
-        wavs = [torch.from_numpy(load_audio(entries[i], manifest_path, up.sample_rate)) for i in batch]
-        if up.normalize:
-            wavs = [F.layer_norm(w, w.shape) for w in wavs]
-        sizes = [w.numel() for w in wavs]
-        source = wavs[0].new_zeros(len(wavs), max(sizes))
-        padding = torch.zeros(len(wavs), max(sizes), dtype=torch.bool)
-        for b, w in enumerate(wavs):
-            source[b, :w.numel()] = w
-            padding[b, w.numel():] = True
-        states = hidden_states(up, source, padding if padding.any() else None)
+        source, padding, sizes = load_padded_batch([entries[i] for i in batch], manifest_path,
+                                                   up.sample_rate, up.normalize)
+        states = hidden_states(up, source, padding)
         frames = up.frames(torch.tensor(sizes)).tolist()
         stacked = torch.stack(states, dim=2)  # (B, T, L, D)
         for b, i in enumerate(batch):

@@ -45,6 +45,22 @@ def load_audio(entry: ManifestEntry, manifest: str, sample_rate: int) -> np.ndar
     return wav
 
 
+def load_padded_batch(entries: List[ManifestEntry], manifest: str, sample_rate: int, normalize: bool):
+    """Whole utterances for inference (features, probes): loaded, layer-normed per utterance when
+    the model was trained that way, right-padded into one batch. Returns ``(source (B, S),
+    padding_mask (B, S) or None when nothing is padded, sizes)``."""
+    wavs = [torch.from_numpy(load_audio(e, manifest, sample_rate)) for e in entries]
+    if normalize:
+        wavs = [F.layer_norm(w, w.shape) for w in wavs]
+    sizes = [w.numel() for w in wavs]
+    source = wavs[0].new_zeros(len(wavs), max(sizes))
+    padding = torch.zeros(len(wavs), max(sizes), dtype=torch.bool)
+    for b, w in enumerate(wavs):
+        source[b, :w.numel()] = w
+        padding[b, w.numel():] = True
+    return source, (padding if padding.any() else None), sizes
+
+
 class AudioPretrainingDataset(PretrainingDataset):
     def __init__(self, manifest_path: str, conv_spec: ConvSpec, sample_rate: int = 16000,
                  min_sample_size: int = 0, max_sample_size: Optional[int] = None,
