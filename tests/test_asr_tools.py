@@ -6,6 +6,7 @@ every decoding test below therefore also shows the fine-tuned checkpoint stands 
 """
 import itertools
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path

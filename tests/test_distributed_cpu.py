@@ -23,9 +23,10 @@ pytestmark = pytest.mark.slow
 UPDATES = 8
 PROBE = REPO / "tests" / "probe_user_dir"
 # Randomness that legitimately differs between the layouts (dropout streams per rank) is off.
-DETERMINISTIC = ["model.encoder_dropout=0.0", "model.attention_dropout=0.0", "model.post_mlp_drop=0.0",
-                 "model.layerdrop=0.0", "model.modalities.audio.mask_noise_std=0.0",
-                 "model.modalities.audio.decoder.input_dropout=0.0", "+model.modalities.audio.prenet_dropout=0.0"]
+# `++`: set whether or not the yaml lists the key (the yamls list only what differs from the defaults).
+DETERMINISTIC = ["++model.encoder_dropout=0.0", "++model.attention_dropout=0.0", "++model.post_mlp_drop=0.0",
+                 "++model.layerdrop=0.0", "++model.modalities.audio.mask_noise_std=0.0",
+                 "++model.modalities.audio.decoder.input_dropout=0.0", "++model.modalities.audio.prenet_dropout=0.0"]
 
 
 def common(corpus, save_dir):
