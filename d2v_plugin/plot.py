@@ -54,6 +54,16 @@ def _series(rows: List[Dict[str, float]], key: str):
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def _panel_keys(rows: List[Dict[str, float]], key: str) -> List[str]:
+    """The logged keys a panel draws: ``lr`` is one key with a single optimizer, one ``lr_<group>``
+    per parameter group with fairseq's composite optimizer (image and text recipes: ``lr_default``,
+    ``lr_no_decay``)."""
+    logged = {k for r in rows for k in r}
+    if key == "lr" and "lr" not in logged:
+        return sorted(k for k in logged if k.startswith("lr_"))
+    return [key] if key in logged else []
+
+
 def make_figure(logs: Sequence[TrainingLog], thresholds: Sequence[Dict[str, float]]):
     """A matplotlib Figure with one axis per ``PANELS`` entry, every log drawn on each."""
     try:
@@ -65,11 +75,11 @@ def make_figure(logs: Sequence[TrainingLog], thresholds: Sequence[Dict[str, floa
     for log, limits in zip(logs, thresholds):
         label = log.path.name if len({l.path.name for l in logs}) == len(logs) else str(log.path)
         for ax, key in zip(axes, PANELS):
-            x, y = _series(log.train, key)
-            if not x:
-                continue
-            line, = ax.plot(x, y, label=label, linewidth=1)
-            if key == "loss":
+            for series_key in _panel_keys(log.train, key):
+                x, y = _series(log.train, series_key)
+                name = label if series_key == key else f"{label} {series_key}"
+                line, = ax.plot(x, y, label=name, linewidth=1)
+            if key == "loss" and _panel_keys(log.train, key):
                 for subset, rows in log.valid.items():
                     vx, vy = _series(rows, "loss")
                     if vx:

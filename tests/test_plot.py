@@ -39,7 +39,11 @@ def test_figure_draws_every_curve_and_the_collapse_thresholds(text_log):
     axes = dict(zip(PANELS, make_figure([log], [limits]).axes))
     curve = {k: ax.get_lines()[0] for k, ax in axes.items()}
     assert list(curve["loss"].get_ydata()) == [float(r["loss"]) for r in train_rows]
-    assert list(curve["lr"].get_ydata()) == [float(r["lr"]) for r in train_rows]
+    # tiny_text has two optimizer groups (composite: default, no_decay): one lr line each
+    lr_lines = {ln.get_label().rsplit(" ", 1)[-1]: ln for ln in axes["lr"].get_lines()}
+    assert sorted(lr_lines) == ["lr_default", "lr_no_decay"]
+    for key, ln in lr_lines.items():
+        assert list(ln.get_ydata()) == [float(r[key]) for r in train_rows]
     decay = curve["ema_decay"].get_ydata()
     assert all(0.99 < d < 1.0 for d in decay) and decay[-1] >= decay[0]   # drawn as the decay
     for key, name in (("target_var", "min_target_var"), ("pred_var", "min_pred_var")):
