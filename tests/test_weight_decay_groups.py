@@ -33,8 +33,9 @@ def fresh_composite_registry(monkeypatch):
 
 def build_trainer(path: Path, overrides, data: Path, edit=None):
     """(trainer, model) for a shipped config, as fairseq-hydra-train builds them on CPU."""
+    # model keys with ++: the yamls list only what differs from the model's defaults
     cfg = compose(path, [f"task.data={data}", "common.cpu=true", "distributed_training.distributed_world_size=1",
-                         *overrides])
+                         *(f"++{o}" if o.startswith("model.") else o for o in overrides)])
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # what hydra_train does first
     if edit is not None:
         edit(cfg)
