@@ -10,11 +10,17 @@ Everything runs through the real CLIs (fairseq-hydra-train, d2v-infer). Both run
 same fine-tuning recipe, everything trainable from the first update, so they differ only in
 their initial weights (``--paper-recipe-for-pretrained`` freezes the pretrained feature
 encoder as the paper does, which at this tiny scale hurts the pretrained run).
+
+Low-resource fine-tuning (``--label-minutes 10``): both models fine-tune on the first
+utterances of ``train`` that fit in that many minutes (the corpus interleaves its voices, so
+every voice is in them) and the LM is built from those transcripts only, while pretraining
+used all the audio (``--pretrain-subset unlabelled``, or a ``--pretrained`` checkpoint).
 """
 import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 from _hydra_run import REPO, hydra
 
@@ -31,6 +37,39 @@ def lm_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def labelled_subset(data: Path, minutes: Optional[float], out: Path) -> Path:
+    """``data`` itself, or a corpus folder whose ``train`` is the first utterances of ``data``'s
+    train split that fit in ``minutes`` (the other splits and the dictionary are linked)."""
+    if minutes is None:
+        return data
+    lines = (data / "train.tsv").read_text().splitlines()
+    root, rows = lines[0], lines[1:]
+    budget = minutes * 60 * 16000  # the corpus is 16 kHz
+    used = keep = 0
+    for row in rows:
+        fields = row.split("\t")
+        if len(fields) != 2 or not fields[1].isdigit():
+            raise SystemExit(f"{data / 'train.tsv'}:{keep + 2}: expected '<path>\\t<num_samples>', got {row!r}")
+        if used + int(fields[1]) > budget:
+            break
+        used += int(fields[1])
+        keep += 1
+    if keep == 0:
+        raise SystemExit(f"--label-minutes {minutes}: not even one train utterance fits")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.tsv").write_text("\n".join([root, *rows[:keep]]) + "\n")
+    for ext in ("ltr", "wrd"):
+        (out / f"train.{ext}").write_text(
+            "\n".join((data / f"train.{ext}").read_text().splitlines()[:keep]) + "\n")
+    for other in data.iterdir():
+        link = out / other.name
+        if not other.name.startswith("train.") and not link.exists():
+            link.symlink_to(other.resolve())
+    (out / "subset.json").write_text(json.dumps({"from": str(data), "utterances": keep,
+                                                 "minutes": round(used / 16000 / 60, 2)}))
+    return out
 
 
 def decode_with_lm(infer, checkpoint: Path, data: Path, lm_dir: Path, out: Path, weights) -> dict:
@@ -53,7 +92,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO / "data" / "speech_corpus")
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "asr_benefit")
+    parser.add_argument("--pretrain-config", default="tiny_audio",
+                        help="config/pretraining/<name>.yaml pretrained when no --pretrained is given")
+    parser.add_argument("--pretrain-subset", default="train",
+                        help="split the pretraining reads, e.g. unlabelled (make_speech_corpus.py --unlabelled-hours)")
     parser.add_argument("--pretrain-updates", type=int, default=3000)
+    parser.add_argument("--finetune-config", default="tiny", help="config/finetuning/<name>.yaml")
+    parser.add_argument("--label-minutes", type=float, default=None,
+                        help="fine-tune on (and build the LM from) only this many minutes of train")
     parser.add_argument("--finetune-updates", type=int, default=1500)
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="use this pretrained checkpoint instead of pretraining one")
@@ -82,14 +128,17 @@ def main(argv=None) -> int:
         pretrained = work / "pretrain" / "checkpoint_last.pt"
         (work / "pretrain").mkdir(exist_ok=True)
         if not pretrained.exists():
-            timings["pretrain"] = hydra("pretraining", "tiny_audio", [
-                f"task.data={data}", f"checkpoint.save_dir={pretrained.parent}",
+            timings["pretrain"] = hydra("pretraining", args.pretrain_config, [
+                f"task.data={data}", f"dataset.train_subset={args.pretrain_subset}",
+                f"checkpoint.save_dir={pretrained.parent}",
                 f"optimization.max_update={args.pretrain_updates}",
+                f"lr_scheduler.warmup_updates={max(1, args.pretrain_updates // 10)}",
                 f"model.ema_anneal_end_step={args.pretrain_updates}",
                 "dataset.disable_validation=true", "checkpoint.save_interval_updates=1000",
                 "common.log_format=json", "common.log_interval=50"], work / "pretrain" / "train.log")
 
-    common = [f"task.data={data}", f"optimization.max_update={args.finetune_updates}",
+    labelled = labelled_subset(data, args.label_minutes, work / f"labels_{args.label_minutes or 0:g}min")
+    common = [f"task.data={labelled}", f"optimization.max_update={args.finetune_updates}",
               f"model.w2v_path={pretrained}", f"dataset.validate_interval_updates={max(args.finetune_updates // 6, 1)}",
               f"checkpoint.save_interval_updates={max(args.finetune_updates // 6, 1)}",
               *args.finetune_overrides]
@@ -99,8 +148,9 @@ def main(argv=None) -> int:
     same_recipe = ["model.feature_grad_mult=1.0", "model.freeze_finetune_updates=0"]
     if args.paper_recipe_for_pretrained:
         same_recipe = []
+    init = "given checkpoint" if args.pretrained else args.pretrain_config
     variants = {
-        "pretrained (data2vec 2.0 tiny)": same_recipe,
+        f"pretrained (data2vec 2.0, {init})": same_recipe,
         "random init": ["+model.no_pretrained_weights=true", "model.feature_grad_mult=1.0",
                         "model.freeze_finetune_updates=0"],
     }
@@ -108,7 +158,7 @@ def main(argv=None) -> int:
     if args.lm_weights and lm_available():
         from d2v_plugin.asr.ngram import main as write_lm
         lm_dir = work / "lm"
-        write_lm([str(data / "train.wrd"), "--out-dir", str(lm_dir), "--order", "2"])
+        write_lm([str(labelled / "train.wrd"), "--out-dir", str(lm_dir), "--order", "2"])
     elif args.lm_weights:
         print("flashlight-text is not installed: greedy decoding only (pip install 'd2v_plugin[lm]')")
     results = {}
@@ -119,7 +169,7 @@ def main(argv=None) -> int:
         run.mkdir(exist_ok=True)
         log = run / "train.log"
         if not (args.reuse_finetuned and (run / "checkpoint_best.pt").exists()):
-            timings[name] = hydra("finetuning", "tiny", common + [f"checkpoint.save_dir={run}"] + extra, log)
+            timings[name] = hydra("finetuning", args.finetune_config, common + [f"checkpoint.save_dir={run}"] + extra, log)
         decoded = infer([str(run / "checkpoint_best.pt"), "--data", str(data), "--split", "test",
                          "--results-dir", str(run / "decode"), "--cpu"])
         test_wer, test_cer = decoded.wer.rate, decoded.cer.rate

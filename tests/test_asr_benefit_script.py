@@ -18,7 +18,7 @@ main(["--data", {str(speech_corpus)!r}, "--work-dir", {str(tmp_path)!r},
       "--pretrain-updates", "60", "--finetune-updates", "40", "--lm-weights", "0.5", "1"])
 """, timeout=1200)
     results = json.loads((tmp_path / "results.json").read_text())["results"]
-    assert set(results) == {"pretrained (data2vec 2.0 tiny)", "random init"}
+    assert set(results) == {"pretrained (data2vec 2.0, tiny_audio)", "random init"}
     for r in results.values():
         assert 0 <= r["test_wer"] <= 100 and 0 <= r["test_cer"] <= 100
         # lexicon + bigram LM decoding (the lm extra is installed by make / CI), weight from valid
