@@ -35,6 +35,18 @@ def test_headline_is_the_compute_ratio_to_reach_the_references_best():
     assert head["methods"]["slow"] == {"cpu_s": None, "ratio": None}
 
 
+def test_schedules_end_at_the_budget_ema_for_data2vec_gumbel_temperature_for_wav2vec2():
+    d2v = EC.METHODS["d2v2"].schedule_overrides(1000)
+    assert "optimization.max_update=1000" in d2v and "model.ema_anneal_end_step=1000" in d2v
+    assert not any("latent_temp" in o for o in d2v)
+    (temp,) = [o for o in EC.METHODS["w2v2"].schedule_overrides(1000) if "latent_temp" in o]
+    start, end, decay = json.loads(temp.split("=", 1)[1])
+    assert (start, end) == (2.0, 0.5)
+    assert start * decay ** 700 == pytest.approx(end, rel=1e-6)  # the floor at 70 % of the run
+    # at the base recipe's 400k updates it is the published (2, 0.5, 0.999995)
+    assert json.loads(EC.gumbel_temperature(400_000))[2] == pytest.approx(0.999995, abs=1e-7)
+
+
 def test_method_spec_parses_and_refuses_nonsense():
     m = EC.parse_method("small=config/pretraining:tiny_audio,model.depth=2")
     assert (m.config_dir, m.config, m.overrides, m.ema) == ("config/pretraining", "tiny_audio", ("model.depth=2",), True)
