@@ -35,3 +35,37 @@ main(["--data", {str(speech_corpus)!r}, "--work-dir", {str(tmp_path)!r},
     lexicon = (tmp_path / "lm" / "lexicon.txt").read_text().splitlines()
     assert {line.split()[0] for line in lexicon} == train_words
     assert "| random init |" in out
+
+
+def _asr_benefit_module():
+    import importlib
+    import sys
+    sys.path.insert(0, str(REPO / "examples"))
+    return importlib.import_module("asr_pretraining_benefit")
+
+
+def test_label_minutes_keeps_the_first_utterances_that_fit_and_links_the_rest(tmp_path):
+    labelled_subset = _asr_benefit_module().labelled_subset
+    data = tmp_path / "corpus"
+    data.mkdir()
+    seconds = [30, 20, 40, 5]
+    (data / "train.tsv").write_text("/root\n" + "".join(f"train/{i}.wav\t{s * 16000}\n" for i, s in enumerate(seconds)))
+    (data / "train.ltr").write_text("".join(f"A {i} |\n" for i in range(4)))
+    (data / "train.wrd").write_text("".join(f"W{i}\n" for i in range(4)))
+    (data / "valid.tsv").write_text("/root\n")
+    (data / "dict.ltr.txt").write_text("A 1\n")
+    assert labelled_subset(data, None, tmp_path / "unused") == data
+
+    out = labelled_subset(data, 1.0, tmp_path / "one_minute")  # 30 + 20 s fit, the 40 s one does not
+    assert (out / "train.tsv").read_text().splitlines() == ["/root", "train/0.wav\t480000", "train/1.wav\t320000"]
+    assert (out / "train.wrd").read_text().split() == ["W0", "W1"]
+    assert len((out / "train.ltr").read_text().splitlines()) == 2
+    assert (out / "valid.tsv").resolve() == (data / "valid.tsv").resolve()
+    assert (out / "dict.ltr.txt").read_text() == "A 1\n"
+    assert json.loads((out / "subset.json").read_text())["utterances"] == 2
+
+    with pytest.raises(SystemExit, match="not even one"):
+        labelled_subset(data, 0.1, tmp_path / "too_short")
+    (data / "train.tsv").write_text("/root\ntrain/0.wav\tmany\n")
+    with pytest.raises(SystemExit, match=r"train.tsv:2"):
+        labelled_subset(data, 1.0, tmp_path / "bad")
