@@ -356,6 +356,17 @@ def headline(results: List[dict], reference: str = "w2v2") -> dict:
     return out
 
 
+def label_of(result: dict) -> str:
+    """The legend of a built-in method, or ``name (config + overrides)`` of a custom one (a
+    custom ``d2v2=...:small_audio`` is not the built-in d2v2)."""
+    name = result["method"]
+    builtin = METHODS.get(name)
+    if builtin and result["config"] == f"{builtin.config_dir}/{builtin.config}.yaml" \
+            and tuple(result["overrides"]) == builtin.overrides:
+        return LABELS[name]
+    return f"{name} ({' '.join([Path(result['config']).stem, *result['overrides']])})"
+
+
 def plot(results: List[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -364,8 +375,7 @@ def plot(results: List[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in results:
         xs = [p["cpu_s"] / 3600 for p in r["points"]]
-        line, = ax.plot(xs, [p["per_test"] for p in r["points"]], marker="o",
-                        label=LABELS.get(r["method"], r["method"]))
+        line, = ax.plot(xs, [p["per_test"] for p in r["points"]], marker="o", label=label_of(r))
         ax.axhline(r["random_init"]["per_test"], color=line.get_color(), linestyle="--", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("pretraining compute (CPU-hours, 1 thread)")

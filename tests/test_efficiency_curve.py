@@ -47,6 +47,14 @@ def test_schedules_end_at_the_budget_ema_for_data2vec_gumbel_temperature_for_wav
     assert json.loads(EC.gumbel_temperature(400_000))[2] == pytest.approx(0.999995, abs=1e-7)
 
 
+def test_custom_methods_are_not_labelled_as_the_builtin_of_the_same_name():
+    builtin = {"method": "d2v2", "config": "config/pretraining/tiny_audio.yaml", "overrides": []}
+    assert EC.label_of(builtin) == EC.LABELS["d2v2"]
+    small = {"method": "d2v2", "config": "config/pretraining/small_audio.yaml", "overrides": []}
+    assert EC.label_of(small) == "d2v2 (small_audio)"
+    assert EC.label_of({**builtin, "overrides": ["model.clone_batch=2"]}) == "d2v2 (tiny_audio model.clone_batch=2)"
+
+
 def test_method_spec_parses_and_refuses_nonsense():
     m = EC.parse_method("small=config/pretraining:tiny_audio,model.depth=2")
     assert (m.config_dir, m.config, m.overrides, m.ema) == ("config/pretraining", "tiny_audio", ("model.depth=2",), True)
