@@ -44,25 +44,25 @@ def labelled_subset(data: Path, minutes: Optional[float], out: Path) -> Path:
     train split that fit in ``minutes`` (the other splits and the dictionary are linked)."""
     if minutes is None:
         return data
-    lines = (data / "train.tsv").read_text().splitlines()
-    root, rows = lines[0], lines[1:]
+    from d2v_plugin.data.manifest import ManifestError, read_manifest
+
+    try:
+        entries = read_manifest(str(data / "train.tsv")).entries
+    except ManifestError as e:
+        raise SystemExit(str(e)) from None
     budget = minutes * 60 * 16000  # the corpus is 16 kHz
     used = keep = 0
-    for row in rows:
-        fields = row.split("\t")
-        if len(fields) != 2 or not fields[1].isdigit():
-            raise SystemExit(f"{data / 'train.tsv'}:{keep + 2}: expected '<path>\\t<num_samples>', got {row!r}")
-        if used + int(fields[1]) > budget:
+    for entry in entries:
+        if used + entry.num_samples > budget:
             break
-        used += int(fields[1])
+        used += entry.num_samples
         keep += 1
     if keep == 0:
         raise SystemExit(f"--label-minutes {minutes}: not even one train utterance fits")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train.tsv").write_text("\n".join([root, *rows[:keep]]) + "\n")
-    for ext in ("ltr", "wrd"):
-        (out / f"train.{ext}").write_text(
-            "\n".join((data / f"train.{ext}").read_text().splitlines()[:keep]) + "\n")
+    for ext in ("tsv", "ltr", "wrd"):  # the manifest's root line, then one line per utterance
+        lines = (data / f"train.{ext}").read_text().splitlines()
+        (out / f"train.{ext}").write_text("\n".join(lines[:keep + (ext == "tsv")]) + "\n")
     for other in data.iterdir():
         link = out / other.name
         if not other.name.startswith("train.") and not link.exists():

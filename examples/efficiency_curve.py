@@ -341,19 +341,30 @@ def compute_to_reach(points: List[dict], per: float) -> Optional[float]:
     return None
 
 
+def compute_ratios(results: List[dict], per: float, ref_cost: float) -> Dict[str, dict]:
+    """Per method: CPU seconds to reach ``per``, and their ratio to the reference's ``ref_cost``."""
+    out = {}
+    for r in results:
+        cost = compute_to_reach(r["points"], per)
+        out[r["method"]] = {"cpu_s": cost, "ratio": None if cost is None else cost / ref_cost}
+    return out
+
+
 def headline(results: List[dict], reference: str = "w2v2") -> dict:
     """The paper's measure: compute each method needs to reach the best PER the reference
-    reaches within the budget, as a ratio to the reference's."""
+    reaches within the budget, as a ratio to the reference's; and the same for the PER of each
+    of the reference's marks (the curve's shape when a method never reaches the best)."""
     ref = next((r for r in results if r["method"] == reference), None)
     if ref is None:
         return {}
     best = min(ref["points"], key=lambda p: p["per_test"])
     ref_cost = compute_to_reach(ref["points"], best["per_test"])
-    out = {"reference": reference, "target_per": best["per_test"], "reference_cpu_s": ref_cost, "methods": {}}
-    for r in results:
-        cost = compute_to_reach(r["points"], best["per_test"])
-        out["methods"][r["method"]] = {"cpu_s": cost, "ratio": None if cost is None else cost / ref_cost}
-    return out
+    marks = [{"per": p["per_test"], "reference_cpu_s": compute_to_reach(ref["points"], p["per_test"])}
+             for p in ref["points"]]
+    for m in marks:
+        m["methods"] = compute_ratios(results, m["per"], m["reference_cpu_s"])
+    return {"reference": reference, "target_per": best["per_test"], "reference_cpu_s": ref_cost,
+            "methods": compute_ratios(results, best["per_test"], ref_cost), "at_reference_marks": marks}
 
 
 def label_of(result: dict) -> str:
@@ -409,6 +420,12 @@ def markdown(results: List[dict], head: dict, settings: Settings, command: str) 
             reached = "not reached within the budget" if h["cpu_s"] is None else \
                 f"{h['cpu_s'] / 60:.1f} CPU-min, ratio {h['ratio']:.2f}"
             lines.append(f"- {name}: {reached}")
+        lines += ["", "The same at the PER of each of wav2vec 2.0's marks (CPU-min to reach it, ratio):", "",
+                  "| PER | " + " | ".join(head["methods"]) + " |", "|---" * (len(head["methods"]) + 1) + "|"]
+        for m in head["at_reference_marks"]:
+            cells = ["not reached" if h["cpu_s"] is None else f"{h['cpu_s'] / 60:.1f} ({h['ratio']:.2f})"
+                     for h in m["methods"].values()]
+            lines.append(f"| {m['per']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,10 +1,14 @@
 """The pretrained-vs-random-init ASR comparison runs end to end on a reduced budget (the full
 budget and its table are in the README; the margin is asserted only there)."""
 import json
+import sys
 
 import pytest
 
 from cli_utils import REPO, run_python
+
+sys.path.insert(0, str(REPO / "examples"))
+import asr_pretraining_benefit as AB  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -37,15 +41,7 @@ main(["--data", {str(speech_corpus)!r}, "--work-dir", {str(tmp_path)!r},
     assert "| random init |" in out
 
 
-def _asr_benefit_module():
-    import importlib
-    import sys
-    sys.path.insert(0, str(REPO / "examples"))
-    return importlib.import_module("asr_pretraining_benefit")
-
-
 def test_label_minutes_keeps_the_first_utterances_that_fit_and_links_the_rest(tmp_path):
-    labelled_subset = _asr_benefit_module().labelled_subset
     data = tmp_path / "corpus"
     data.mkdir()
     seconds = [30, 20, 40, 5]
@@ -54,9 +50,9 @@ def test_label_minutes_keeps_the_first_utterances_that_fit_and_links_the_rest(tm
     (data / "train.wrd").write_text("".join(f"W{i}\n" for i in range(4)))
     (data / "valid.tsv").write_text("/root\n")
     (data / "dict.ltr.txt").write_text("A 1\n")
-    assert labelled_subset(data, None, tmp_path / "unused") == data
+    assert AB.labelled_subset(data, None, tmp_path / "unused") == data
 
-    out = labelled_subset(data, 1.0, tmp_path / "one_minute")  # 30 + 20 s fit, the 40 s one does not
+    out = AB.labelled_subset(data, 1.0, tmp_path / "one_minute")  # 30 + 20 s fit, the 40 s one does not
     assert (out / "train.tsv").read_text().splitlines() == ["/root", "train/0.wav\t480000", "train/1.wav\t320000"]
     assert (out / "train.wrd").read_text().split() == ["W0", "W1"]
     assert len((out / "train.ltr").read_text().splitlines()) == 2
@@ -65,7 +61,7 @@ def test_label_minutes_keeps_the_first_utterances_that_fit_and_links_the_rest(tm
     assert json.loads((out / "subset.json").read_text())["utterances"] == 2
 
     with pytest.raises(SystemExit, match="not even one"):
-        labelled_subset(data, 0.1, tmp_path / "too_short")
+        AB.labelled_subset(data, 0.1, tmp_path / "too_short")
     (data / "train.tsv").write_text("/root\ntrain/0.wav\tmany\n")
     with pytest.raises(SystemExit, match=r"train.tsv:2"):
-        labelled_subset(data, 1.0, tmp_path / "bad")
+        AB.labelled_subset(data, 1.0, tmp_path / "bad")

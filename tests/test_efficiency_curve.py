@@ -33,6 +33,12 @@ def test_headline_is_the_compute_ratio_to_reach_the_references_best():
     assert head["methods"]["w2v2"]["ratio"] == 1.0
     assert head["methods"]["d2v2"]["cpu_s"] == pytest.approx(10 + 10 * 3 / 8)
     assert head["methods"]["slow"] == {"cpu_s": None, "ratio": None}
+    # and at each of the reference's marks: 95 % (reached by d2v2 at its first mark)
+    first, last = head["at_reference_marks"]
+    assert (first["per"], first["reference_cpu_s"]) == (95.0, 10)
+    assert first["methods"]["d2v2"] == {"cpu_s": 10, "ratio": 1.0}
+    assert first["methods"]["slow"]["ratio"] == pytest.approx((50 + 50 * 4 / 9) / 10)
+    assert last["methods"] == head["methods"]
 
 
 def test_schedules_end_at_the_budget_ema_for_data2vec_gumbel_temperature_for_wav2vec2():
