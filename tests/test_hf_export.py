@@ -264,6 +264,29 @@ def test_export_of_prenet_per_layer_alibi_pre_ln_group_norm_audio_model(tmp_path
     assert results["imported"] == []
 
 
+def test_export_keeps_conv_pos_zero_padding(tmp_path):
+    """With ``conv_pos_zero_padding`` the exported model, like ours, gives a padded row the
+    features it has alone (tests/test_audio_padding.py)."""
+    from fairseq import checkpoint_utils
+
+    from d2v_plugin.hf.export import export
+
+    def zero_padding(state):
+        state["cfg"]["model"]["modalities"]["audio"]["conv_pos_zero_padding"] = True
+    ckpt = _modified_audio_fixture(tmp_path, zero_padding)
+    folder = export(str(ckpt), str(tmp_path / "hf"))
+    assert json.loads((Path(folder) / "config.json").read_text())["conv_pos_zero_padding"] is True
+    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)])
+    model = models[0].eval()
+    source, pad = AUDIO.tensor("batch_source"), AUDIO.tensor("batch_padding_mask")
+    x, hidden, padding = fairseq_features(model, source, pad)
+    assert not np.allclose(x, AUDIO.array("feat_x"), atol=1e-2)  # not the reference's leaky numbers
+    results = run_fresh({"zero_padding": {"kind": "model", "folder": str(folder), "input_name": "input_values",
+                                          "npz": save_case(tmp_path / "zp.npz", source, ~pad, x, hidden, padding)}},
+                        tmp_path)
+    assert_close(results["zero_padding"], 4, "audio, conv_pos_zero_padding")
+
+
 # ---- refusals ------------------------------------------------------------------------------
 def _modified_audio_fixture(tmp_path: Path, edit) -> Path:
     state = torch.load(AUDIO.dir / "checkpoint.pt", map_location="cpu", weights_only=True)

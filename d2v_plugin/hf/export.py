@@ -138,7 +138,8 @@ def hf_config_kwargs(cfg: Dict[str, Any], weights: Dict[str, torch.Tensor]) -> D
     if modality == "AUDIO":
         kwargs.update(conv_layers=[list(layer) for layer in parse_conv_spec(m["feature_encoder_spec"])],
                       extractor_mode=m["extractor_mode"], conv_pos_width=m["conv_pos_width"],
-                      conv_pos_depth=m["conv_pos_depth"], conv_pos_groups=m["conv_pos_groups"])
+                      conv_pos_depth=m["conv_pos_depth"], conv_pos_groups=m["conv_pos_groups"],
+                      conv_pos_zero_padding=m["conv_pos_zero_padding"])
     elif modality == "IMAGE":
         kwargs.update(image_size=m["input_size"], num_channels=m["in_chans"], patch_size=m["patch_size"],
                       fixed_positions=m["fixed_positions"])

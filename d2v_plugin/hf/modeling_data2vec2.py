@@ -51,7 +51,7 @@ class Data2Vec2Config(PretrainedConfig):
                  # AUDIO
                  conv_layers: Sequence[Sequence[int]] = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2,
                  extractor_mode: str = "layer_norm", conv_pos_width: int = 95,
-                 conv_pos_depth: int = 5, conv_pos_groups: int = 16,
+                 conv_pos_depth: int = 5, conv_pos_groups: int = 16, conv_pos_zero_padding: bool = False,
                  # IMAGE
                  image_size: int = 224, num_channels: int = 3, patch_size: int = 16,
                  fixed_positions: bool = True,
@@ -81,6 +81,7 @@ class Data2Vec2Config(PretrainedConfig):
         self.conv_layers = [[int(v) for v in layer] for layer in conv_layers]
         self.extractor_mode = extractor_mode
         self.conv_pos_width, self.conv_pos_depth, self.conv_pos_groups = conv_pos_width, conv_pos_depth, conv_pos_groups
+        self.conv_pos_zero_padding = conv_pos_zero_padding
         self.image_size, self.num_channels, self.patch_size = image_size, num_channels, patch_size
         self.fixed_positions = fixed_positions
         self.vocab_size, self.max_position_embeddings = vocab_size, max_position_embeddings
@@ -243,13 +244,13 @@ class ModalityEncoder(nn.Module):
                            num_frames: int) -> Optional[torch.Tensor]:
         return padding_mask
 
-    def positions(self, x: torch.Tensor) -> torch.Tensor:
+    def positions(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
         return x
 
     def contextualize(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]):
         """(B, T, D) local features -> (tokens (B, E + T, D), padding (B, E + T) | None, masks)."""
         B, T, _ = x.shape
-        x = self.positions(x)
+        x = self.positions(x, padding_mask)
         if padding_mask is not None and not padding_mask.any():
             padding_mask = None
         bias = scale = None
@@ -344,8 +345,14 @@ class AudioEncoder(ModalityEncoder):
         lengths = lengths.clamp_min(0)
         return torch.arange(num_frames, device=padding_mask.device)[None, :] >= lengths[:, None]
 
-    def positions(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.relative_positional_encoder(x)
+    def positions(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        if not self.config.conv_pos_zero_padding or padding_mask is None or not padding_mask.any():
+            return x + self.relative_positional_encoder(x)
+        keep = (~padding_mask).unsqueeze(1).to(x.dtype)  # padded frames are zeros before every conv
+        h = x.transpose(1, 2)
+        for layer in self.relative_positional_encoder[1:-1]:
+            h = layer(h * keep)
+        return x + h.transpose(1, 2)
 
 
 class PatchEmbed(nn.Module):
@@ -382,7 +389,7 @@ class ImageEncoder(ModalityEncoder):
     def local_features(self, source: torch.Tensor) -> torch.Tensor:
         return self.local_encoder(source)
 
-    def positions(self, x: torch.Tensor) -> torch.Tensor:
+    def positions(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
         if self.fixed_positional_encoder is None:
             return x
         return x + self.fixed_positional_encoder.positions.to(x.dtype)

@@ -59,5 +59,15 @@ class AudioEncoder(ModalityEncoder):
         lengths = feature_lengths((~padding_mask).sum(-1), self.conv_spec)
         return torch.arange(num_frames, device=padding_mask.device)[None, :] >= lengths[:, None]
 
-    def relative_positions(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relative_positional_encoder(x)
+    def relative_positions(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D). The reference convolves over padded frames too, so the end of
+        an utterance depends on how much padding its batch gave it (measured: a fine-tuned CTC
+        model's letter error moves by 8 points between batched and one-by-one decoding);
+        ``conv_pos_zero_padding`` zeroes them before every conv, which equals the unpadded run."""
+        if not self.cfg.conv_pos_zero_padding or padding_mask is None or not padding_mask.any():
+            return self.relative_positional_encoder(x)
+        keep = (~padding_mask).unsqueeze(1).to(x.dtype)                       # (B, 1, T)
+        h = x.transpose(1, 2)
+        for layer in self.relative_positional_encoder[1:-1]:                  # between the TransposeLasts
+            h = layer(h * keep)
+        return h.transpose(1, 2)

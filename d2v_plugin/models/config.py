@@ -90,6 +90,10 @@ class AudioModalityConfig(ModalityConfig):
     conv_pos_depth: int = field(
         default=5, metadata={"help": "positional conv layers, each of kernel max(3, width // depth)"})
     conv_pos_pre_ln: bool = field(default=False, metadata={"help": "layer norm before the positional convs"})
+    conv_pos_zero_padding: bool = field(
+        default=False, metadata={"help": "zero padded frames before each positional conv, so that an "
+                                 "utterance's features do not depend on the batch it is padded in "
+                                 "(false: the reference, whose padding leaks into the last ~90 frames)"})
 
 
 def restated(base, name: str, default):

@@ -142,7 +142,7 @@ class ModalityEncoder(nn.Module):
     def add_fixed_positions(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def relative_positions(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+    def relative_positions(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         return None
 
     @staticmethod
@@ -193,7 +193,7 @@ class ModalityEncoder(nn.Module):
         if self.training and mask_info is not None and self.cfg.mask_channel_prob > 0:
             channels = sample_channel_mask(R, D, self.cfg.mask_channel_prob, self.cfg.mask_channel_length)
             x = x.masked_fill(channels.to(x.device).unsqueeze(1), 0.0)
-        x_pos = self.relative_positions(x)
+        x_pos = self.relative_positions(x, padding_mask)
         if mask_info is not None and remove_masked:
             index = mask_info.ids_keep.unsqueeze(-1).expand(-1, -1, D)
             x = x.gather(1, index)
