@@ -24,7 +24,7 @@ i-th audio line of ``<split>.tsv``, although batches are decoded sorted by lengt
 Decoding (greedy Viterbi CTC by default, or ``--lm``/``--lexicon`` beam search) and batching
 are ``decode.py``'s, shared with ``d2v-transcribe`` (which needs no references); WER and CER
 (``wer.py``) are printed and returned. ``--batch-size 1`` decodes every utterance unpadded,
-exactly as on its own (see ``decode.py`` for why a batch can matter slightly).
+exactly as on its own (see ``decode.py`` for why a batch can matter with reference checkpoints).
 """
 from __future__ import annotations
 
