@@ -2,6 +2,7 @@
 search, docs/efficiency.md) composes and learns through the CLI users call; its fine-tuning
 config (config/finetuning/small.yaml) and its wav2vec 2.0 peer (benchmarks/configs/
 small_audio_w2v2.yaml) compose and train on top of / beside it."""
+import math
 import subprocess
 
 import pytest
@@ -59,7 +60,11 @@ def test_small_finetuning_config_trains_ctc_from_the_small_checkpoint(small_run,
     losses = [float(r["loss"]) for r in rows]
     assert len(losses) == 30 and sum(losses[-5:]) < sum(losses[:5]), losses
     valid = json_rows(proc.stdout + proc.stderr, tag="valid")
-    assert valid and 0 <= float(valid[-1]["valid_wer"]) <= 100
+    assert valid and math.isfinite(float(valid[-1]["valid_wer"]))  # > 100 with insertions early on
+    # the encoder keeps the pretraining config's padding fix, so fine-tuning and decoding
+    # do not depend on how a batch is padded (tests/test_audio_padding.py)
+    state = torch.load(ft_dir / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert state["cfg"]["model"]["w2v_args"]["model"]["modalities"]["audio"]["conv_pos_zero_padding"] is True
 
 
 def test_small_wav2vec2_peer_composes_and_trains(speech_corpus, tmp_path):
