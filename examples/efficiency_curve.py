@@ -393,9 +393,9 @@ def plot(results: List[dict], path: Path) -> None:
     ax.set_ylabel("phoneme error rate, unseen voices (%)")
     ax.set_title("Time to quality (dashed: random init of each architecture)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    # below the axes: custom methods' labels (config + overrides) are long
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize="small", frameon=False)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
