@@ -13,7 +13,7 @@ the decoded words. Batching: utterances are padded to the longest of their batch
 (``max_tokens`` samples, ``batch_size`` utterances). The reference data2vec 2.0 convolutional
 positional encoder sees padded frames near the end of shorter utterances, so a hypothesis can
 depend on its batch (measured: 59.8 vs 51.8 % CER for a model fine-tuned from a data2vec 2.0
-checkpoint, docs/results.md 3.1); models pretrained with ``conv_pos_zero_padding: true`` (our
+checkpoint, docs/results.md 3.2); models pretrained with ``conv_pos_zero_padding: true`` (our
 audio configs) do not, and ``batch_size=1`` decodes every utterance exactly as alone.
 """
 from __future__ import annotations
