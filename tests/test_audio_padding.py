@@ -33,32 +33,28 @@ def _reference_model(zero_padding: bool):
     return model
 
 
-def _features(model, source, padding_mask):
+def _padded_batch_and_short_row_alone(zero_padding: bool):
+    """The fixture's padded batch through the reference checkpoint -> (batch features (2, T, D),
+    the gap between its shorter row and that row run alone, over the row's own frames)."""
+    model = _reference_model(zero_padding)
+    source, pad = AUDIO.tensor("batch_source"), AUDIO.tensor("batch_padding_mask")
     with torch.no_grad():
-        return model.extract_features(source, padding_mask=padding_mask, mask=False,
-                                      remove_extra_tokens=True)["x"]
+        batched = model.extract_features(source, padding_mask=pad, mask=False, remove_extra_tokens=True)["x"]
+        alone = model.extract_features(source[1:, :int((~pad[1]).sum())], padding_mask=None, mask=False,
+                                       remove_extra_tokens=True)["x"][0]
+    gap = float((batched[1, :alone.size(0)] - alone).abs().max())
+    print(f"[zero_padding={zero_padding}] padded row vs alone: {gap:.3g}")
+    return batched, gap
 
 
 def test_reference_behaviour_lets_padding_reach_the_end_of_a_shorter_utterance():
-    model = _reference_model(zero_padding=False)
-    source, pad = AUDIO.tensor("batch_source"), AUDIO.tensor("batch_padding_mask")
-    valid = int((~pad[1]).sum())
-    batched = _features(model, source, pad)
-    alone = _features(model, source[1:, :valid], None)
-    frames = alone.size(1)
+    batched, gap = _padded_batch_and_short_row_alone(zero_padding=False)
     assert (batched - torch.from_numpy(AUDIO.array("feat_x"))).abs().max() <= 1e-4
-    assert (batched[1, :frames] - alone[0]).abs().max() > 0.1
+    assert gap > 0.1
 
 
 def test_zero_padding_makes_a_padded_row_equal_to_the_row_alone():
-    model = _reference_model(zero_padding=True)
-    source, pad = AUDIO.tensor("batch_source"), AUDIO.tensor("batch_padding_mask")
-    valid = int((~pad[1]).sum())
-    batched = _features(model, source, pad)
-    alone = _features(model, source[1:, :valid], None)
-    frames = alone.size(1)
-    diff = float((batched[1, :frames] - alone[0]).abs().max())
-    print(f"[zero padding] padded row vs alone: {diff:.3g}")
-    assert diff <= ATOL
+    batched, gap = _padded_batch_and_short_row_alone(zero_padding=True)
+    assert gap <= ATOL
     # the unpadded row is untouched: still the reference's numbers
     assert (batched[0] - torch.from_numpy(AUDIO.array("feat_x")[0])).abs().max() <= 1e-4
