@@ -24,6 +24,20 @@ def test_reduce_metrics_weights_loss_by_sample_size_and_averages_monitors_over_f
     assert Data2VecCriterion.logging_outputs_can_be_summed()
 
 
+def test_target_slowness_is_averaged_over_the_forwards_that_logged_it():
+    logs = [{"loss": 1.0, "sample_size": 1, "nforwards": 1, "target_slowness": 0.2, "ntarget_slowness": 1},
+            {"loss": 1.0, "sample_size": 1, "nforwards": 1, "target_slowness": 0.6, "ntarget_slowness": 1},
+            {"loss": 1.0, "sample_size": 1, "nforwards": 1}]   # e.g. a crop shorter than the lag
+    summed = {k: sum(log.get(k, 0) for log in logs) for k in logs[0]}
+    for batch in (logs, [summed]):
+        with metrics.aggregate() as agg:
+            Data2VecCriterion.reduce_metrics(batch)
+        assert agg.get_smoothed_values()["target_slowness"] == pytest.approx(0.4)
+    with metrics.aggregate() as agg:
+        Data2VecCriterion.reduce_metrics(logs[2:])
+    assert "target_slowness" not in agg.get_smoothed_values()
+
+
 def test_criterion_returns_summed_loss_and_masked_count():
     model = tiny_model().train()
     mask = sample_block_mask(6, 49, 0.5, 5, generator=torch.Generator().manual_seed(0))
@@ -31,7 +45,7 @@ def test_criterion_returns_summed_loss_and_masked_count():
     loss, sample_size, log = Data2VecCriterion(task=None)(model, sample)
     assert sample_size == mask.sum() and log["sample_size"] == mask.sum()
     assert loss.requires_grad and torch.isfinite(loss)
-    assert {"target_var", "pred_var", "ema_decay", "masked_pct", "nforwards"} <= set(log)
+    assert {"target_var", "pred_var", "ema_decay", "masked_pct", "nforwards", "target_slowness"} <= set(log)
 
 
 def _overflowing_model():

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from d2v_plugin.masking import sample_block_mask
 from d2v_plugin.models.blocks import Block, attention_mask
 from d2v_plugin.models.config import DecoderConfig
-from d2v_plugin.models.objective import RepresentationCollapse, batch_std
+from d2v_plugin.models.objective import RepresentationCollapse, batch_std, target_slowness
 from d2v_plugin.models.decoder import Decoder1d
 from d2v_plugin.models.ema import EMATeacher, ema_decay_at
 from d2v_plugin.models.targets import average_top_k
@@ -178,6 +178,42 @@ def test_batch_std_is_mean_channel_std_over_all_positions():
     y = torch.randn(4, 9, 6) * torch.arange(1, 7)
     expected = torch.sqrt(y.reshape(-1, 6).var(0) + 1e-6).mean()
     torch.testing.assert_close(batch_std(y), expected)
+
+
+def test_target_slowness_is_high_for_slow_targets_and_near_zero_for_white_noise():
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(200, dtype=torch.float32)[None, :, None]
+    phases = torch.rand(1, 1, 16, generator=g) * 6.28
+    slow = torch.sin(t * (0.005 + 0.02 * torch.rand(1, 1, 16, generator=g)) + phases)  # periods > 250 frames
+    fast = torch.sin(t * (0.5 + 2.5 * torch.rand(1, 1, 16, generator=g)) + phases)     # periods of 2-12 frames
+    noise = torch.randn(2, 200, 16, generator=g)
+    assert float(target_slowness(slow, 10)) > 0.9
+    assert abs(float(target_slowness(noise, 10))) < 0.05
+    assert float(target_slowness(slow, 10)) > float(target_slowness(fast, 10)) + 0.5
+    assert target_slowness(noise, 0) is None and target_slowness(noise[:, :10], 10) is None
+
+
+def test_target_slowness_ignores_pairs_that_touch_padding():
+    g = torch.Generator().manual_seed(1)
+    real = torch.randn(1, 60, 8, generator=g)
+    padded = torch.cat([real, torch.ones(1, 40, 8)], dim=1)   # constant padding: cosine 1 inside it
+    pad = torch.zeros(1, 100, dtype=torch.bool)
+    pad[:, 60:] = True
+    torch.testing.assert_close(target_slowness(padded, 10, pad), target_slowness(real, 10))
+    assert target_slowness(padded, 10, torch.ones(1, 100, dtype=torch.bool)) is None
+
+
+def test_audio_model_reports_target_slowness_of_its_teacher_targets():
+    model = tiny_model().train()
+    mask = sample_block_mask(6, 49, 0.5, 5, generator=torch.Generator().manual_seed(0))
+    source = torch.randn(2, 16000)
+    out = model(source, precomputed_mask=mask)
+    with torch.no_grad():
+        local = model.modality_encoders["AUDIO"].local_features(source)
+        targets = model.teacher_targets(source, local, None)
+    torch.testing.assert_close(out.target_slowness, target_slowness(targets, model.cfg.slowness_lag))
+    model.cfg.slowness_lag = 0
+    assert model(source, precomputed_mask=mask).target_slowness is None
 
 
 def test_collapse_guard_stops_training_with_a_clear_message():

@@ -32,9 +32,10 @@ def test_tiny_pretraining_loss_goes_down_without_collapse(uninterrupted):
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.6 * first, f"loss did not fall enough: first 10 mean {first:.3f}, last 10 mean {last:.3f}"
     assert min(float(r["target_var"]) for r in rows) > 0.1  # the collapse threshold
-    for key in ("loss", "target_var", "pred_var", "ema_decay", "masked_pct"):
+    for key in ("loss", "target_var", "pred_var", "ema_decay", "masked_pct", "target_slowness"):
         assert key in rows[-1], f"json log row lacks {key}"
     assert abs(float(rows[-1]["masked_pct"]) - 0.5) < 0.05
+    assert all(-1.0 <= float(r["target_slowness"]) <= 1.0 for r in rows)
 
 
 def test_checkpoint_loads_in_fresh_process_with_teacher(uninterrupted):

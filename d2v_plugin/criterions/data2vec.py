@@ -11,6 +11,9 @@ from fairseq.dataclass import FairseqDataclass
 
 # Statistics the model computes once per forward; logged as their mean over forwards/workers.
 MEAN_STATS = ("target_var", "pred_var", "ema_decay", "masked_pct")
+# Statistics only some forwards have (audio; None otherwise): averaged over the forwards that
+# logged them, counted in ``n<key>``.
+OPTIONAL_MEAN_STATS = ("target_slowness",)
 
 
 def _half_precision(model) -> bool:
@@ -52,6 +55,11 @@ class Data2VecCriterion(FairseqCriterion):
         for key in MEAN_STATS:
             value = getattr(result, key)
             logging_output[key] = value.detach().float() if torch.is_tensor(value) else float(value)
+        for key in OPTIONAL_MEAN_STATS:
+            value = getattr(result, key, None)
+            if value is not None:
+                logging_output[key] = value.detach().float() if torch.is_tensor(value) else float(value)
+                logging_output[f"n{key}"] = 1
         return loss, sample_size, logging_output
 
     @staticmethod
@@ -66,6 +74,10 @@ class Data2VecCriterion(FairseqCriterion):
         for key in MEAN_STATS:
             if any(key in log for log in logging_outputs):
                 metrics.log_scalar(key, total(key) / forwards, round=6 if key == "ema_decay" else 4)
+        for key in OPTIONAL_MEAN_STATS:
+            count = total(f"n{key}")
+            if count > 0:
+                metrics.log_scalar(key, total(key) / count, round=4)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:

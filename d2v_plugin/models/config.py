@@ -229,6 +229,9 @@ class Data2Vec2Config(FairseqDataclass):
     min_pred_var: float = field(default=0.01, metadata={"help": "stop if pred_var falls below (collapse)"})
     collapse_check_after: int = field(
         default=5000, metadata={"help": "updates before the collapse guard is armed"})
+    slowness_lag: int = field(
+        default=10, metadata={"help": "audio: log target_slowness, the cosine between teacher targets "
+                                      "this many frames apart (0: off)"})
 
     supported_modality: str = field(
         default="AUDIO", metadata={"help": "AUDIO, IMAGE or TEXT: the modality this model trains on"})

@@ -119,7 +119,7 @@ class Data2Vec2Model(BaseFairseqModel):
         x, _ = self.run_blocks(self.blocks, student_in, collect=False)         # (B*M, E+K, D)
         prediction = encoder.decode(x, mask_info)                              # (B*M, T, D)
         targets = self.teacher_targets(source, local, frame_padding, mode)     # (B, T, D)
-        return self.objective(x, prediction, targets, mask_info, encoder)
+        return self.objective(x, prediction, targets, mask_info, encoder, frame_padding)
 
     def extract_features(self, source: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
                          mask: bool = False, mode: Optional[str] = None,
@@ -211,11 +211,13 @@ class Data2Vec2Model(BaseFairseqModel):
         return mask_info_from_mask(precomputed_mask.to(device=device, dtype=torch.bool))
 
     def objective(self, x: torch.Tensor, prediction: torch.Tensor, targets: torch.Tensor,
-                  mask_info: MaskInfo, encoder: ModalityEncoder) -> ObjectiveResult:
+                  mask_info: MaskInfo, encoder: ModalityEncoder,
+                  padding_mask: Optional[torch.Tensor] = None) -> ObjectiveResult:
         """The losses and monitors of one forward (``objective.pretraining_objective``)."""
         return pretraining_objective(self.cfg, self.modality, x, prediction, targets, mask_info,
                                      encoder.num_extra_tokens, self.num_updates,
-                                     self.teacher.decay if self.teacher is not None else 0.0)
+                                     self.teacher.decay if self.teacher is not None else 0.0,
+                                     padding_mask)
 
     # ---- checkpoints and fine-tuning ---------------------------------------------------
     def remove_pretraining_modules(self, modality: Optional[str] = None, keep_decoder: bool = False):

@@ -36,6 +36,7 @@ class ObjectiveResult:
     pred_var:    ``batch_std`` of the predictions at the masked positions.
     target_var:  ``batch_std`` of their targets.
     ema_decay:   the teacher's current EMA decay (0 without a teacher).
+    target_slowness: ``target_slowness`` of the teacher's targets (audio), or None.
     """
 
     losses: Dict[str, torch.Tensor]
@@ -44,6 +45,7 @@ class ObjectiveResult:
     pred_var: torch.Tensor
     target_var: torch.Tensor
     ema_decay: float
+    target_slowness: Optional[torch.Tensor] = None
 
 
 class Regression(NamedTuple):
@@ -69,6 +71,28 @@ def batch_std(y: torch.Tensor) -> torch.Tensor:
     else:
         var = y.var(dim=0)
     return torch.sqrt(var + 1e-6).mean()
+
+
+def target_slowness(targets: torch.Tensor, lag: int,
+                    padding_mask: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+    """Mean cosine between each target and the one ``lag`` positions later, over pairs of real
+    (unpadded) frames; None when no pair exists or ``lag`` is 0.
+
+    Why: at small scale a speech run can settle on targets that change slowly in time; the
+    decoder then fills masked spans in from their neighbours, the loss is low and the encoder
+    learns little speech. With 20 ms frames, ``lag`` 10: about 0.5 for such runs against about
+    0.2 for runs that learned (docs/efficiency.md). targets: (B, T, D); padding_mask: (B, T).
+    """
+    if lag <= 0 or targets.size(1) <= lag:
+        return None
+    t = targets.float()
+    cos = F.cosine_similarity(t[:, :-lag], t[:, lag:], dim=-1)         # (B, T - lag)
+    if padding_mask is not None:
+        real = ~(padding_mask[:, :-lag] | padding_mask[:, lag:])
+        if not real.any():
+            return None
+        return cos[real].mean()
+    return cos.mean()
 
 
 def loss_scale_for(dim: int, loss_scale: Optional[float]) -> float:
@@ -122,11 +146,13 @@ def check_collapse(num_updates: int, target_var: torch.Tensor, pred_var: torch.T
 
 def pretraining_objective(cfg, modality: str, x: torch.Tensor, prediction: torch.Tensor,
                           targets: torch.Tensor, mask_info: MaskInfo, num_extra_tokens: int,
-                          num_updates: int, ema_decay: float) -> ObjectiveResult:
+                          num_updates: int, ema_decay: float,
+                          padding_mask: Optional[torch.Tensor] = None) -> ObjectiveResult:
     """The full objective of one forward, with ``cfg`` a ``Data2Vec2Config``.
 
     x: (B*M, E+K, D) student encoder output (its extra tokens lead; the last one is the CLS
-    token ``cls_loss`` trains); prediction: (B*M, T, D) decoder output; targets (B, T, D).
+    token ``cls_loss`` trains); prediction: (B*M, T, D) decoder output; targets (B, T, D);
+    padding_mask: (B, T) frames that are padding, or None.
     """
     regression = regression_loss(prediction, targets, mask_info.mask, cfg.clone_batch, cfg.loss_beta,
                                  cfg.loss_scale, cfg.d2v_loss)
@@ -137,10 +163,12 @@ def pretraining_objective(cfg, modality: str, x: torch.Tensor, prediction: torch
         target_var = batch_std(regression.target)
         check_collapse(num_updates, target_var, pred_var, cfg.collapse_check_after, cfg.min_target_var,
                        cfg.min_pred_var)
+        slowness = (target_slowness(targets, cfg.slowness_lag, padding_mask)
+                    if modality.upper() == "AUDIO" else None)
     losses = {f"{modality}_regression": regression.loss}
     if cfg.cls_loss > 0:
         if num_extra_tokens == 0:
             raise ValueError("cls_loss > 0 needs an extra (CLS) token: set num_extra_tokens >= 1")
         losses["cls"] = cls_loss(x[:, num_extra_tokens - 1], targets, cfg.clone_batch, cfg.cls_loss,
                                  sample_size, cfg.loss_scale)
-    return ObjectiveResult(losses, sample_size, masked_pct, pred_var, target_var, ema_decay)
+    return ObjectiveResult(losses, sample_size, masked_pct, pred_var, target_var, ema_decay, slowness)
