@@ -384,9 +384,12 @@ def plot(results: List[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in results:
+    colors = len(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    for i, r in enumerate(results):
         xs = [p["cpu_s"] / 3600 for p in r["points"]]
-        line, = ax.plot(xs, [p["per_test"] for p in r["points"]], marker="o", label=label_of(r))
+        # past the colour cycle, a new marker keeps two methods of one colour apart
+        line, = ax.plot(xs, [p["per_test"] for p in r["points"]], marker="osv^D"[(i // colors) % 5],
+                        label=label_of(r))
         ax.axhline(r["random_init"]["per_test"], color=line.get_color(), linestyle="--", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("pretraining compute (CPU-hours, 1 thread)")
