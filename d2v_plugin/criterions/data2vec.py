@@ -52,13 +52,12 @@ class Data2VecCriterion(FairseqCriterion):
             "ntokens": sample_size.detach() if torch.is_tensor(sample_size) else sample_size,
             "nforwards": 1,
         }
-        for key in MEAN_STATS:
+        for key in MEAN_STATS + OPTIONAL_MEAN_STATS:
             value = getattr(result, key)
+            if value is None:        # an optional statistic this forward did not compute
+                continue
             logging_output[key] = value.detach().float() if torch.is_tensor(value) else float(value)
-        for key in OPTIONAL_MEAN_STATS:
-            value = getattr(result, key, None)
-            if value is not None:
-                logging_output[key] = value.detach().float() if torch.is_tensor(value) else float(value)
+            if key in OPTIONAL_MEAN_STATS:
                 logging_output[f"n{key}"] = 1
         return loss, sample_size, logging_output
 
