@@ -44,7 +44,7 @@ def test_pretraining_config_composes_and_builds_the_model(path, tmp_path):
     task.build_model(cfg.model)
     assert task.clone_batch == cfg.model.clone_batch  # every MaskedPretrainingTask
     # the 1.0 recipe encodes one masked view; 2.0 recipes drop masked steps, with M >= 1 views
-    # (small_audio uses M = 1: docs/efficiency.md)
+    # (tiny and small recipes use M = 4 at most: docs/efficiency.md)
     assert cfg.model.get("encode_masked", False) == path.stem.endswith("_d2v1")
     if cfg.model.get("encode_masked", False):
         assert cfg.model.clone_batch == 1

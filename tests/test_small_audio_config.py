@@ -41,7 +41,7 @@ def test_small_audio_composes_with_the_chosen_recipe_and_its_loss_falls(small_ru
     models, cfg, _ = checkpoint_utils.load_model_ensemble_and_task(
         [str(run_dir / "ckpt" / "checkpoint_last.pt")], arg_overrides={"data": str(run_dir)})
     model = models[0]
-    assert (cfg.model.depth, cfg.model.embed_dim, cfg.model.clone_batch) == (6, 128, 1)
+    assert (cfg.model.depth, cfg.model.embed_dim, cfg.model.clone_batch) == (6, 128, 4)
     assert len(model.blocks) == 6
     assert 1.0e6 < sum(p.numel() for p in model.parameters() if p.requires_grad) < 3.0e6
     # the yaml's slow teacher: EMA 0.9999 from the first update on
