@@ -59,14 +59,22 @@ class Method:
 
     def schedule_overrides(self, max_update: int) -> List[str]:
         """Make the learning-rate schedule, and the EMA (data2vec) or Gumbel temperature
-        (wav2vec 2.0) schedule, end at the budget, as the yamls do at theirs."""
+        (wav2vec 2.0) schedule, end at the budget, as the yamls do at theirs. A schedule key the
+        method sets itself (e.g. ``lr_scheduler.warmup_updates=100``) keeps the method's value;
+        ``max_update`` always comes from the budget."""
         warmup = max(1, max_update // 10)  # every tiny yaml warms up for 10 % of its updates
-        out = [f"optimization.max_update={max_update}", f"lr_scheduler.warmup_updates={warmup}"]
+        out = [f"lr_scheduler.warmup_updates={warmup}"]
         if self.ema:
             out.append(f"model.ema_anneal_end_step={max_update}")
         else:
             out.append(f"++model.latent_temp={gumbel_temperature(max_update)}")
-        return out
+        own = {override_key(o) for o in self.overrides}
+        return [f"optimization.max_update={max_update}"] + [o for o in out if override_key(o) not in own]
+
+
+def override_key(override: str) -> str:
+    """``++model.x=1`` -> ``model.x``."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def gumbel_temperature(max_update: int, start: float = 2.0, end: float = 0.5) -> str:

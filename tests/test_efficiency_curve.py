@@ -53,6 +53,19 @@ def test_schedules_end_at_the_budget_ema_for_data2vec_gumbel_temperature_for_wav
     assert json.loads(EC.gumbel_temperature(400_000))[2] == pytest.approx(0.999995, abs=1e-7)
 
 
+def test_a_schedule_key_the_method_sets_keeps_its_value_the_budget_sets_max_update():
+    method = EC.parse_method("wu=config/pretraining:small_audio,lr_scheduler.warmup_updates=100,"
+                             "optimization.max_update=5")
+    overrides = method.schedule_overrides(1000)
+    assert "lr_scheduler.warmup_updates=100" not in overrides  # the method's own stays, once
+    assert not any(o.startswith("lr_scheduler.warmup_updates=") for o in overrides)
+    assert "optimization.max_update=1000" in overrides and "model.ema_anneal_end_step=1000" in overrides
+    # what fairseq-hydra-train gets: the method's warm-up, and the budget's max_update last (last wins)
+    args = [*method.overrides, *overrides]
+    assert [a for a in args if a.startswith("lr_scheduler.warmup_updates=")] == ["lr_scheduler.warmup_updates=100"]
+    assert [a for a in args if a.startswith("optimization.max_update=")][-1] == "optimization.max_update=1000"
+
+
 def test_custom_methods_are_not_labelled_as_the_builtin_of_the_same_name():
     builtin = {"method": "d2v2", "config": "config/pretraining/tiny_audio.yaml", "overrides": []}
     assert EC.label_of(builtin) == EC.LABELS["d2v2"]
